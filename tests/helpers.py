@@ -1,0 +1,73 @@
+"""Shared test fixtures: small models and a recorder of a model's full state."""
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from xaiutils.models import MnistCNN, ShapesResNet
+
+
+def vgg_like(classes: int = 5) -> nn.Module:
+    """A small VGG-style network: conv-ReLU stacks, max-pooling, a dense head with a reused ReLU."""
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(), conv2=nn.Conv2d(8, 8, 3, padding=1),
+        relu2=nn.ReLU(inplace=True), pool1=nn.MaxPool2d(2), conv3=nn.Conv2d(8, 16, 3, padding=1), relu3=relu,
+        pool2=nn.AdaptiveAvgPool2d(2), flatten=nn.Flatten(), fc1=nn.Linear(64, 32), relu4=relu,
+        fc2=nn.Linear(32, classes))).eval()
+
+
+def randomised_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so merging is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+def mnist_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return MnistCNN().eval()
+
+
+def shapes_resnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomised_bn(ShapesResNet(), seed).eval()
+
+
+def resnet18() -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return randomised_bn(torchvision.models.resnet18(weights=None, num_classes=10)).eval()
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything an attribution method must leave as it found it."""
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                  + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["hooks"] == before["hooks"], "a hook was left on the model"
+    assert after["training"] == before["training"], "a module's training mode changed"
+    assert after["requires_grad"] == before["requires_grad"], "requires_grad flags changed"
+    assert after["inplace"] == before["inplace"], "an inplace flag changed"
+    for k, v in before["params"].items():
+        assert torch.equal(after["params"][k], v), f"{k} changed"
+    for a, b in zip(after["grads"], before["grads"]):
+        assert (a is None and b is None) or torch.equal(a, b), ".grad changed on a parameter"
