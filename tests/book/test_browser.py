@@ -26,14 +26,24 @@ PAGE_STATE = """async () => {
   const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
   const text = document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText;
   const rawTex = /\\\\\\(|\\\\\\[|\\$\\$/.test(text);
-  return {maths: maths.length, unrendered, images: images.length, broken, rawTex};
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length;
+  if (views > 0) {  // the widgets manager renders asynchronously: give it a few seconds
+    for (let i = 0; i < 50 && document.querySelectorAll('.jupyter-widgets').length === 0; i++) {
+      await new Promise(r => setTimeout(r, 100));
+    }
+  }
+  const widgets = document.querySelectorAll('.jupyter-widgets').length;
+  return {maths: maths.length, unrendered, images: images.length, broken, rawTex, views, widgets};
 }"""
 
 
 @pytest.fixture(scope="module")
 def server(html_root):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html_root))
-    handler.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(html_root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -58,8 +68,9 @@ def visit(browser, url):
     errors, outside = [], []
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url', '')})") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     page.on("request", lambda r: outside.append(r.url)
             if not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")) else None)
     page.goto(url, wait_until="load", timeout=60_000)
@@ -81,6 +92,8 @@ def test_every_page_renders_offline(browser, server, html_root, pages):
         images += state["images"]
         if state["unrendered"] or state["rawTex"]:
             problems.append(f"{rel}: maths not rendered {state['unrendered'][:3]}")
+        if state["views"] and not state["widgets"]:
+            problems.append(f"{rel}: {state['views']} widget(s) not rendered")
         if state["broken"]:
             problems.append(f"{rel}: images not loaded {state['broken'][:3]}")
         if errors:

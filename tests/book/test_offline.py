@@ -42,7 +42,7 @@ def test_no_page_loads_from_the_network(pages):
 
 def test_vendored_assets_are_served_by_the_book(html_root, pages):
     static = html_root / "_static"
-    for name in ("mathjax/tex-chtml.js", "require.min.js", "embed-amd.js"):
+    for name in ("mathjax/tex-chtml.js", "require.min.js", "widgets-config.js", "embed-amd.js"):
         assert (static / name).is_file(), f"{name} is missing from _static: run `make vendor`."
     assert "fonts.googleapis.com" not in (static / "embed-amd.js").read_text(encoding="utf-8")
     with_math = [p for p in pages if 'class="math' in p.read_text(encoding="utf-8")]

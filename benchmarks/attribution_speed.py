@@ -1,0 +1,161 @@
+"""Time every attribution method of xaiutils against its reference library, in one run.
+
+For each model and method the table gives the median wall time, the ratio to the reference
+library (Captum, Zennit or pytorch-grad-cam, same model and settings), and the ratio to the
+*floor*: one forward + backward pass of the same batch to the input, timed in the same run.
+Methods that evaluate the model N times (paths, noise) are compared with N floors.
+
+Usage: ``python benchmarks/attribution_speed.py [--quick] [--write]``; ``--write`` stores the
+table in benchmarks/README.md with the date and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from xaiutils import attribution as A
+from xaiutils.models import MnistCNN
+
+HERE = Path(__file__).parent
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def floor(model, x, target):
+    """One forward + backward pass to the input (parameters frozen by the caller, as every method runs)."""
+    xr = x.detach().requires_grad_(True)
+    out = model(xr)
+    torch.autograd.grad(out.gather(1, target[:, None]).sum(), xr)
+
+
+def cases(model, x, target, steps):
+    """(name, ours, reference, evaluations per example, reference library) for one model."""
+    from captum import attr as C
+    import pytorch_grad_cam as PGC
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus
+    from zennit.attribution import Gradient as ZGradient
+    from zennit.torchvision import ResNetCanonizer
+    from zennit.canonizers import SequentialMergeBatchNorm
+
+    layer = A.cam._default_layer(model)[0]
+    cam_targets = [ClassifierOutputTarget(int(t)) for t in target]
+    is_resnet = isinstance(model, torchvision.models.ResNet)
+    canonizers = [ResNetCanonizer()] if is_resnet else [SequentialMergeBatchNorm()]
+    cam_layer = model.layer4 if is_resnet else model.block3
+
+    def zennit(composite_cls):
+        def run():
+            with ZGradient(model, composite_cls(canonizers=canonizers)) as attributor:
+                xr = x.detach().requires_grad_(True)
+                out = model(xr)
+                attributor(xr, torch.nn.functional.one_hot(target, out.shape[1]).to(x) * out.detach())
+        return run
+
+    def pgc(cls):
+        runner = cls(model=model, target_layers=[cam_layer])
+        return lambda: runner(input_tensor=x, targets=cam_targets)
+
+    baseline = torch.zeros_like(x)
+    references = torch.rand(16, *x.shape[1:])
+    return [
+        ("gradient", lambda: A.gradient(model, x, target),
+         lambda: C.Saliency(model).attribute(x, target=target, abs=False), 1, "Captum"),
+        ("gradient_x_input", lambda: A.gradient_x_input(model, x, target),
+         lambda: C.InputXGradient(model).attribute(x, target=target), 1, "Captum"),
+        ("guided_backprop", lambda: A.guided_backprop(model, x, target),
+         lambda: C.GuidedBackprop(model).attribute(x, target=target), 1, "Captum"),
+        ("deconvnet", lambda: A.deconvnet(model, x, target),
+         lambda: C.Deconvolution(model).attribute(x, target=target), 1, "Captum"),
+        (f"integrated_gradients ({steps} steps)", lambda: A.integrated_gradients(model, x, target, steps=steps),
+         lambda: C.IntegratedGradients(model).attribute(x, baseline, target=target, n_steps=steps), steps, "Captum"),
+        (f"smoothgrad ({steps} samples)", lambda: A.smoothgrad(A.gradient, model, x, target, samples=steps),
+         lambda: C.NoiseTunnel(C.Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=steps,
+                                                            stdevs=0.15, target=target, abs=False), steps, "Captum"),
+        (f"expected_gradients ({steps} samples)",
+         lambda: A.expected_gradients(model, x, target, references=references, samples=steps),
+         lambda: C.GradientShap(model).attribute(x, references, n_samples=steps, target=target), steps, "Captum"),
+        ("deeplift (rescale)", lambda: A.deeplift(model, x, target),
+         lambda: C.DeepLift(model).attribute(x, baseline, target=target), 2, "Captum"),
+        ("lrp epsilon_plus", lambda: A.lrp(model, x, target, composite="epsilon_plus"), zennit(EpsilonPlus), 1,
+         "Zennit"),
+        ("lrp epsilon_alpha2_beta1", lambda: A.lrp(model, x, target, composite="epsilon_alpha2_beta1"),
+         zennit(EpsilonAlpha2Beta1), 1, "Zennit"),
+        ("grad_cam", lambda: A.grad_cam(model, x, target), pgc(PGC.GradCAM), 1, "pytorch-grad-cam"),
+        ("grad_cam_pp", lambda: A.grad_cam_pp(model, x, target), pgc(PGC.GradCAMPlusPlus), 1, "pytorch-grad-cam"),
+        ("xgrad_cam", lambda: A.xgrad_cam(model, x, target), pgc(PGC.XGradCAM), 1, "pytorch-grad-cam"),
+        ("layer_cam", lambda: A.layer_cam(model, x, target), pgc(PGC.LayerCAM), 1, "pytorch-grad-cam"),
+        ("fullgrad", lambda: A.fullgrad(model, x, target), pgc(PGC.FullGrad), 1, "pytorch-grad-cam"),
+        ("guided_grad_cam", lambda: A.guided_grad_cam(model, x, target, layer=layer if not is_resnet else "layer4"),
+         lambda: C.GuidedGradCam(model, cam_layer).attribute(x, target=target), 1, "Captum"),
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    torch.manual_seed(0)
+    setups = [("MnistCNN, batch 64, 1x28x28", MnistCNN().eval(), torch.rand(64, 1, 28, 28), 32, 5)]
+    size = 112 if quick else 224
+    setups.append((f"resnet18, batch 8, 3x{size}x{size}", torchvision.models.resnet18(weights=None).eval(),
+                   torch.rand(8, 3, size, size), 8 if quick else 16, 3))
+    rows = []
+    for label, model, x, steps, repeats in setups:
+        target = torch.arange(len(x)) % 10
+        for p in model.parameters():
+            p.requires_grad_(False)
+        base = median_time(lambda: floor(model, x, target), repeats)
+        print(f"\n{label}: floor (forward + backward) {base * 1e3:.1f} ms", flush=True)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for name, ours, ref, evaluations, library in cases(model, x, target, steps):
+            t_ours = median_time(ours, repeats)
+            t_ref = median_time(ref, repeats)
+            row = {"model": label, "method": name, "ours_ms": t_ours * 1e3, "ref_ms": t_ref * 1e3, "library": library,
+                   "vs_ref": t_ours / t_ref, "vs_floor": t_ours / (base * evaluations), "evaluations": evaluations}
+            rows.append(row)
+            print(f"  {name:38s} {row['ours_ms']:9.1f} ms  x{row['vs_ref']:.2f} {library:16s} "
+                  f"x{row['vs_floor']:.2f} of {evaluations} floor(s)", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | method | ours (ms) | reference (ms) | ours / reference | ours / (N floors) | N |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['ours_ms']:.1f} | {r['ref_ms']:.1f} ({r['library']}) | "
+                     f"{r['vs_ref']:.2f} | {r['vs_floor']:.2f} | {r['evaluations']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller resnet input and fewer steps")
+    parser.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
+    args = parser.parse_args()
+    rows = run(args.quick)
+    table = markdown(rows)
+    print("\n" + table)
+    if args.write:
+        machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}")
+        stamp = datetime.date.today().isoformat()
+        text = (HERE / "README.md").read_text() if (HERE / "README.md").exists() else ""
+        start = text.find("<!-- table -->")
+        head = text[:start] if start >= 0 else text
+        (HERE / "README.md").write_text(f"{head}<!-- table -->\nMeasured {stamp} on {machine}.\n\n{table}\n")
