@@ -11,6 +11,7 @@ table in benchmarks/README.md with the date and the machine.
 from __future__ import annotations
 
 import argparse
+import importlib
 import datetime
 import os
 import platform
@@ -55,7 +56,7 @@ def cases(model, x, target, steps):
     from zennit.torchvision import ResNetCanonizer
     from zennit.canonizers import SequentialMergeBatchNorm
 
-    layer = A.cam._default_layer(model)[0]
+    layer = importlib.import_module("xaiutils.attribution.cam")._default_layer(model)[0]
     cam_targets = [ClassifierOutputTarget(int(t)) for t in target]
     is_resnet = isinstance(model, torchvision.models.ResNet)
     canonizers = [ResNetCanonizer()] if is_resnet else [SequentialMergeBatchNorm()]

@@ -1,6 +1,7 @@
 """Tests for xaiutils.attribution.cam (chapter 7): known answers first, then pytorch-grad-cam and Captum."""
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -10,10 +11,12 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from xaiutils.attribution import cam as C
 from xaiutils.attribution._model_state import explaining
 from xaiutils.attribution.backprop import guided_backprop
 from xaiutils.models import MnistCNN, ShapesResNet
+
+# the package exports the function `cam`, which shadows the module of the same name
+C = importlib.import_module("xaiutils.attribution.cam")
 
 GRAD_METHODS = [C.grad_cam, C.grad_cam_pp, C.xgrad_cam, C.layer_cam]
 
