@@ -71,3 +71,9 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
         assert torch.equal(after["params"][k], v), f"{k} changed"
     for a, b in zip(after["grads"], before["grads"]):
         assert (a is None and b is None) or torch.equal(a, b), ".grad changed on a parameter"
+
+
+def assert_untouched(model: nn.Module, before: dict, x: torch.Tensor, x_before: torch.Tensor) -> None:
+    """:func:`assert_unchanged`, and the input tensor is as it was (values, no grad attached)."""
+    assert_unchanged(model, before)
+    assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None

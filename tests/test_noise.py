@@ -3,20 +3,20 @@ import warnings
 
 import pytest
 import torch
+from captum import attr as captum_attr
 from torch import nn
 
+import helpers
+from helpers import assert_untouched, snapshot
 from xaiutils.attribution.backprop import guided_backprop
 from xaiutils.attribution.gradients import gradient, gradient_x_input
 from xaiutils.attribution.noise import noisy_copies, smoothgrad
 from xaiutils.attribution.paths import integrated_gradients
-from xaiutils.models import MnistCNN
 
-captum_attr = pytest.importorskip("captum.attr")
 
 
 def mnist_cnn():
-    torch.manual_seed(0)
-    return MnistCNN().double().eval()
+    return helpers.mnist_cnn().double()
 
 
 def linear(features=36, classes=3):
@@ -152,29 +152,13 @@ def test_bad_options_are_rejected():
         smoothgrad(gradient, model, x, 10, samples=2)
 
 
-def assert_untouched(model, before, x, x_before):
-    for m in model.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-        assert not m._backward_pre_hooks
-    assert {n: m.training for n, m in model.named_modules()} == before["training"]
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == before["requires_grad"]
-    assert {n: getattr(m, "inplace", None) for n, m in model.named_modules()} == before["inplace"]
-    assert all(p.grad is None for p in model.parameters())
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before["state"][k]), k
-    assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
-
-
 @pytest.mark.parametrize("method", [gradient, guided_backprop, integrated_gradients])
 def test_smoothgrad_leaves_the_model_and_input_as_they_were(method):
     model = mnist_cnn()
     model.block3.relu.inplace = True
     model.train()
     x = images(2)
-    before = {"training": {n: m.training for n, m in model.named_modules()},
-              "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-              "inplace": {n: getattr(m, "inplace", None) for n, m in model.named_modules()},
-              "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    before = snapshot(model)
     x_before = x.clone()
     options = {"steps": 3} if method is integrated_gradients else {}
     with pytest.warns(UserWarning, match="training mode"):

@@ -3,29 +3,21 @@ import warnings
 
 import pytest
 import torch
+from captum import attr as captum_attr
 from torch import nn
 
+import helpers
+from helpers import assert_untouched, snapshot
 from xaiutils.attribution.perturbation import occlusion
-from xaiutils.models import MnistCNN, ShapesResNet
 
-captum_attr = pytest.importorskip("captum.attr")
 
 
 def mnist_cnn():
-    torch.manual_seed(0)
-    return MnistCNN().double().eval()
+    return helpers.mnist_cnn().double()
 
 
 def shapes_resnet():
-    torch.manual_seed(0)
-    model = ShapesResNet()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.double().eval()
+    return helpers.shapes_resnet().double()
 
 
 def linear(channels=1, size=6, classes=3):
@@ -131,20 +123,12 @@ def test_occlusion_leaves_the_model_and_input_as_they_were():
     model.block1.relu.inplace = True
     model.train()
     x = images(2)
-    training = {n: m.training for n, m in model.named_modules()}
-    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = snapshot(model)
     x_before = x.clone()
 
     def check():
-        for m in model.modules():
-            assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-        assert {n: m.training for n, m in model.named_modules()} == training
-        assert {n: p.requires_grad for n, p in model.named_parameters()} == requires_grad
+        assert_untouched(model, before, x, x_before)
         assert model.block1.relu.inplace is True
-        assert all(p.grad is None for p in model.parameters())
-        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-        assert torch.equal(x, x_before)
 
     with pytest.warns(UserWarning, match="training mode"):
         occlusion(model, x, 1, window=(7, 7), stride=7)

@@ -6,32 +6,24 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
+from captum import attr as captum_attr
 from torch import nn
 
+import helpers
+from helpers import assert_untouched, snapshot
 from xaiutils.attribution import paths
 from xaiutils.attribution.paths import (RULES, blur_ig, expected_gradients, gaussian_blur, guided_ig,
                                         integrated_gradients, integration_rule, resolve_baseline)
-from xaiutils.models import MnistCNN, ShapesResNet
 
-captum_attr = pytest.importorskip("captum.attr")
 
 
 # ---------------------------------------------------------------------------- models
 def mnist_cnn():
-    torch.manual_seed(0)
-    return MnistCNN().double().eval()
+    return helpers.mnist_cnn().double()
 
 
 def shapes_resnet():
-    torch.manual_seed(0)
-    model = ShapesResNet()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.double().eval()
+    return helpers.shapes_resnet().double()
 
 
 def linear(features=1 * 6 * 6, classes=3):
@@ -415,19 +407,6 @@ def test_guided_ig_batch_size_zero_difference_and_bad_options():
 
 
 # ---------------------------------------------------------------------------- side effects
-def assert_untouched(model, before, x, x_before):
-    for m in model.modules():
-        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-        assert not m._backward_pre_hooks
-    assert {n: m.training for n, m in model.named_modules()} == before["training"]
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == before["requires_grad"]
-    assert {n: getattr(m, "inplace", None) for n, m in model.named_modules()} == before["inplace"]
-    assert all(p.grad is None for p in model.parameters())
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before["state"][k]), k
-    assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
-
-
 METHODS = {
     "integrated_gradients": lambda m, x, t: integrated_gradients(m, x, t, steps=4, return_delta=True),
     "expected_gradients": lambda m, x, t: expected_gradients(m, x, t, references=x.detach() * 0.5, samples=3),
@@ -443,10 +422,7 @@ def test_methods_leave_the_model_and_input_as_they_were(name):
     model.train()
     model.block1.eval()
     x = images(2)
-    before = {"training": {n: m.training for n, m in model.named_modules()},
-              "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-              "inplace": {n: getattr(m, "inplace", None) for n, m in model.named_modules()},
-              "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    before = snapshot(model)
     x_before = x.clone()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # explained in eval mode, with a warning

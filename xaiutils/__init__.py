@@ -6,4 +6,6 @@ the signature ``method(model, x, target, **options) -> Tensor`` and is listed in
 """
 __version__ = "0.1.0"
 
-from .attribution import METHODS  # noqa: E402,F401
+from .attribution import METHODS  # noqa: E402
+
+__all__ = ["METHODS", "__version__"]
