@@ -49,13 +49,13 @@ book: setup vendor
 test: setup-dev vendor chromium
 	$(MAKE) test-unit test-notebooks test-book
 
-test-unit:
+test-unit: setup-dev
 	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/book
 
-test-notebooks:
+test-notebooks: setup-dev
 	$(PY) -m pytest -q -p no:cacheprovider --nbval --sanitize-with tests/nbval_sanitize.cfg notebooks
 
-test-book:
+test-book: setup-dev vendor
 	rm -rf _build/html
 	$(VENV)/bin/jupyter-book build $(JB_FLAGS) .
 	$(PY) -m pytest -q -p no:cacheprovider tests/book

@@ -8,4 +8,18 @@ __version__ = "0.1.0"
 
 from .attribution import METHODS  # noqa: E402
 
-__all__ = ["METHODS", "__version__"]
+__all__ = ["METHODS", "__version__", "versions"]
+
+
+def versions(packages=("torch", "torchvision", "numpy", "scipy", "matplotlib", "scikit-image")) -> str:
+    """One line naming the versions this code runs with, for the footer of every chapter."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = [f"xaiutils {__version__}", f"Python {platform.python_version()}"]
+    for name in packages:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return "Executed with " + ", ".join(found) + "."
