@@ -1,0 +1,59 @@
+"""ROAR / KAR (Hooker et al. 2019) on a synthetic task whose informative pixels are known."""
+import pytest
+import torch
+from torch import nn
+
+from helpers import assert_unchanged, snapshot
+from xaiutils.evaluation import roar
+
+
+def task(n, seed):
+    """Label 1 iff the mean of the top-left 2x2 pixels exceeds 0.5; the other 60 pixels are noise."""
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return x, (x[:, 0, :2, :2].mean((1, 2)) > 0.5).long()
+
+
+def perfect(model, x, target):
+    attr = torch.zeros_like(x)
+    attr[:, :, :2, :2] = 1.0
+    return attr
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return (*task(1500, 0), *task(500, 1))
+
+
+def test_removing_the_informative_pixels_destroys_accuracy_random_removal_does_not(data):
+    model = mlp()
+    before = snapshot(model)
+    options = dict(fractions=(0.0, 4 / 64), epochs=15, train_options=dict(lr=1e-2), progress=False)
+    good = roar(perfect, model, *data, **options)
+    chance = roar("random", model, *data, **options)
+    assert list(good.columns) == ["fraction", "accuracy", "mode"] and (good["mode"] == "roar").all()
+    assert good["accuracy"].iloc[0] > 0.85 and chance["accuracy"].iloc[0] == good["accuracy"].iloc[0]
+    assert good["accuracy"].iloc[1] < 0.65  # the label is gone: about chance
+    assert chance["accuracy"].iloc[1] > 0.8
+    assert_unchanged(model, before)
+
+
+def test_keep_and_retrain(data):
+    kar = roar(perfect, mlp(), *data, fractions=(4 / 64,), keep=True, epochs=15, train_options=dict(lr=1e-2),
+               progress=False)
+    assert kar["mode"].tolist() == ["kar"] and kar["accuracy"].iloc[0] > 0.85  # the 4 pixels are enough
+
+
+def test_bad_input(data):
+    with pytest.raises(ValueError, match="fractions"):
+        roar(perfect, mlp(), *data, fractions=(1.5,), progress=False)
+    with pytest.raises(ValueError, match="removal"):
+        roar(perfect, mlp(), *data, removal="blur", progress=False)
+    with pytest.raises(TypeError, match="random"):
+        roar("gradient", mlp(), *data, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        roar(perfect, mlp(), *data, epochs=0, progress=False)

@@ -1,0 +1,31 @@
+"""Judging explanations: axioms, sanity checks, faithfulness, robustness, localisation, complexity.
+
+Plain, batched functions that return one value per example (a ``(B,)`` tensor) unless they
+return a curve or a table. The chapters: 9 (axioms, sanity checks), 10 (faithfulness,
+complexity), 11 (localisation), 12 (robustness of explanations), 16 (the report card).
+"""
+from .axioms import (completeness, dummy, implementation_invariance, input_invariance, rescaled_copy,
+                     sensitivity_a, shifted_copy)
+from .complexity import entropy, sparseness
+from .faithfulness import (Curve, aopc, deletion, evalattai, faithfulness_correlation, feature_ranks, infidelity,
+                           insertion, perturbation_curve, perturbations, pixel_flipping, removed, sensitivity_n)
+from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
+from .report import METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, rank_agreement
+from .retraining import roar
+from .robustness import avg_sensitivity, local_lipschitz, max_sensitivity, noise, relative_input_stability
+from .sanity import (data_randomisation, learnable_layers, model_randomisation, reinitialise,
+                     train_random_labels)
+from .similarity import (SIMILARITIES, center_of_mass, center_of_mass_shift, cosine_similarity, spearman, ssim,
+                         top_k_intersection)
+
+__all__ = [
+    "completeness", "dummy", "implementation_invariance", "input_invariance", "rescaled_copy", "sensitivity_a",
+    "shifted_copy", "entropy", "sparseness", "Curve", "aopc", "deletion", "evalattai",
+    "faithfulness_correlation", "feature_ranks", "infidelity", "insertion", "perturbation_curve", "perturbations",
+    "pixel_flipping", "removed", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
+    "relevance_rank_accuracy", "METRICS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
+    "plot_report", "rank_agreement", "roar", "avg_sensitivity", "local_lipschitz", "max_sensitivity", "noise",
+    "relative_input_stability", "data_randomisation", "learnable_layers", "model_randomisation", "reinitialise",
+    "train_random_labels", "SIMILARITIES", "center_of_mass", "center_of_mass_shift", "cosine_similarity",
+    "spearman", "ssim", "top_k_intersection",
+]
