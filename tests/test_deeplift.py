@@ -335,3 +335,72 @@ def test_smooth_nonlinearities():
     model = nn.Sequential(*layers[:6], nn.Linear(6, 2)).double().eval()
     theirs = captum_deeplift(model, x, reference, 1)
     assert torch.allclose(deeplift(model, x, 1, baseline=reference), theirs, rtol=1e-10, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------- the two passes
+@pytest.mark.parametrize("name, rule", [("mnist_cnn", "rescale"), ("mnist_cnn", "reveal_cancel"),
+                                        ("resnet18", "rescale")])
+def test_one_reference_row_for_all_examples_equals_one_per_example(name, rule):
+    """A reference shared by all examples passes through the model once, as one row (max-pooling then
+    routes every example's share through that row's maxima); repeated per example, the same result."""
+    make, shape = MODELS[name][0], (3, 1, 28, 28) if name == "mnist_cnn" else (2, 3, 32, 32)
+    model = make()
+    torch.manual_seed(1)
+    x, reference = torch.randn(*shape, dtype=torch.float64), 0.5 * torch.randn(*shape[1:], dtype=torch.float64)
+    target = model(x).argmax(1)
+    shared = deeplift(model, x, target, baseline=reference, rule=rule)
+    per_example = deeplift(model, x, target, baseline=reference.expand(*shape).clone(), rule=rule)
+    assert torch.allclose(shared, per_example, rtol=1e-10, atol=1e-12 * per_example.abs().max().item())
+    assert torch.allclose(shared.flatten(1).sum(1), delta(model, x, reference.expand(*shape), target), rtol=1e-9)
+
+
+class InputChangedAfterwards(nn.Module):
+    """``a = tanh(h); h += a``: the model changes the input of a hooked module after calling it."""
+
+    def __init__(self, in_place: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.act, self.head, self.in_place = nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), in_place
+
+    def forward(self, x):
+        h = self.inner(x)
+        a = self.act(h)
+        if self.in_place:  # (not named ``inplace``, which explaining() would switch off)
+            h += a
+        else:
+            h = h + a
+        return self.head(h)
+
+
+class DataDependent(nn.Module):
+    """A forward pass whose modules depend on the data: the passes of x and x' do not pair up."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.relu, self.tanh = nn.Linear(4, 2), nn.ReLU(), nn.Tanh()
+
+    def forward(self, x):
+        h = self.inner(x)
+        return self.relu(h) if h.sum() > 0 else self.tanh(h)
+
+
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_models_that_change_an_input_in_place_afterwards(rule):
+    """The reference pass then records copies of the inputs (the input pass needs them as they were)."""
+    x, reference = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    model = InputChangedAfterwards().double().eval()
+    attr = deeplift(model, x, 1, baseline=reference, rule=rule)
+    expected = deeplift(InputChangedAfterwards(in_place=False).double().eval(), x, 1, baseline=reference, rule=rule)
+    assert torch.allclose(attr, expected, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(attr.sum(1), delta(model, x, reference, 1), rtol=1e-9)
+
+
+def test_a_forward_pass_that_depends_on_the_data_is_refused():
+    model = DataDependent().double().eval()
+    nn.init.constant_(model.inner.bias, 0.0)
+    before = snapshot(model)
+    x = torch.ones(1, 4, dtype=torch.float64) * torch.sign(model.inner.weight.sum())
+    with pytest.raises(RuntimeError, match="order does not depend on the data"):
+        deeplift(model, x, 0, baseline=-x)
+    assert_unchanged(model, before)

@@ -3,13 +3,14 @@ import types
 
 import pytest
 import torch
-from helpers import assert_unchanged, mnist_cnn, resnet18, shapes_resnet, snapshot, vgg_like
+from helpers import assert_unchanged, mnist_cnn, randomised_bn, resnet18, shapes_resnet, snapshot, vgg_like
 from torch import nn
 from torch.nn import functional as F
 
 from xaiutils.attribution.gradients import gradient_x_input
 from xaiutils.attribution.lrp import (
-    COMPOSITES, Composite, alpha_beta_rule, epsilon_rule, flat_rule, gamma_rule, lrp, zbox_rule, zplus_rule)
+    COMPOSITES, Composite, Part, Rule, Term, alpha_beta_rule, epsilon_rule, flat_rule, gamma_rule, lrp, zbox_rule,
+    zplus_rule)
 from xaiutils.models import BasicBlock
 
 zennit = pytest.importorskip("zennit")
@@ -339,3 +340,54 @@ def test_inplace_residual_addition_conserves_relevance():
     model, x = InplaceResidual().double().eval(), torch.rand(3, 4, dtype=torch.float64)
     attr = lrp(model, x, 1, composite="epsilon", epsilon=1e-12)
     assert torch.allclose(attr.sum(1), model(x)[:, 1], rtol=1e-5)  # the sum's stabiliser is 1e-6
+
+
+# ---------------------------------------------------------------------------- the epsilon shortcut and term passes
+def _general_epsilon(epsilon):
+    """The epsilon rule written with a modifier that is not ``_same``: it takes the general mechanism
+    (a forward pass of its own per layer, merged BatchNorm weights) instead of the layer's own backward."""
+    return Rule((Part((Term(input=lambda t: t),)),), epsilon)
+
+
+class SharedConvOutput(nn.Module):
+    """A convolution whose output feeds a BatchNorm and, besides it, a second branch."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()
+        self.side, self.gap, self.fc = nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        z = self.conv(x)
+        return self.fc(self.gap(self.relu(self.bn(z)) + self.relu(self.side(z))).flatten(1))
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: randomised_bn(SharedConvOutput()).double(), (2, 3, 8, 8)),
+                                         (lambda: shapes_resnet().double(), (2, 3, 32, 32)),
+                                         (lambda: resnet18().double(), (1, 3, 64, 64))])
+@pytest.mark.parametrize("epsilon", [1e-6, 0.25])
+def test_epsilon_shortcut_equals_the_general_mechanism(make, shape, epsilon):
+    """Epsilon-rule layers reuse their own backward pass (with a merged BatchNorm, the pair's backward);
+    the general mechanism recomputes each layer with merged weights. Same relevance, up to rounding."""
+    model = make().eval()
+    torch.manual_seed(1)
+    x = torch.randn(*shape, dtype=torch.float64)
+    target = model(x).argmax(1)
+    general = _general_epsilon(epsilon)
+    expected = lrp(model, x, target, composite=Composite(dense=general, conv=general), epsilon=epsilon)
+    attr = lrp(model, x, target, composite="epsilon", epsilon=epsilon)
+    assert torch.allclose(attr, expected, rtol=1e-9, atol=1e-10 * expected.abs().max().item())
+
+
+def test_grouped_convolution_and_inputs_of_both_signs_agree_with_zennit():
+    """z+ on a grouped convolution (its terms take one pass each) and on one whose input has both
+    signs (its two terms share one pass, inputs and weights stacked)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 6, 3, groups=2), nn.ReLU(),
+                          nn.Conv2d(6, 4, 3, groups=2), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).double().eval()
+    x = torch.randn(2, 4, 10, 10, dtype=torch.float64)
+    target = model(x).argmax(1)
+    _, theirs = zennit_lrp(model, x, target, "epsilon_plus")
+    ours = lrp(model, x, target, composite="epsilon_plus")
+    assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-10 * theirs.abs().max().item())

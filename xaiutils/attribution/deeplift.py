@@ -25,13 +25,19 @@ layers keep their gradient; only the nonlinearities change. The attribution is
 * **Max-pooling** as in Captum: the window's difference goes to its maximum in :math:`x` or in
   :math:`x'` (:class:`_MaxPool`); unlike Captum, overlapping windows add up, so summation to delta holds.
 
-The implementation runs **one** forward pass over the batch ``[x; x']`` (``2B`` rows). Forward
-hooks on the nonlinearity modules swap their output for a custom autograd function whose backward
-uses the multiplier computed from the paired rows of that very call (so a ReLU module used twice, as
-in torchvision's ResNet, is handled per call). Reference ``shrikumar2017learning``; Captum's
-``DeepLift`` is the reference implementation of Rescale (``kokhlikyan2020captum``). Chapter 6.
+The implementation runs two forward passes per batch. The *reference pass* records the input and
+output of every hooked module call; the *input pass* swaps each nonlinearity's output for a custom
+autograd function whose backward uses the multiplier computed from that very call and its recorded
+reference (so a ReLU module used twice, as in torchvision's ResNet, is handled per call), and the
+backward pass then runs over the ``B`` input rows only. A reference shared by all examples (the
+default) is passed through the model once, as a single row.
+
+Reference ``shrikumar2017learning``; Captum's ``DeepLift`` is the reference implementation of Rescale
+(``kokhlikyan2020captum``). Chapter 6.
 """
 from __future__ import annotations
+
+from collections import deque
 
 import torch
 from torch import nn
@@ -40,7 +46,7 @@ from torch.nn import functional as F
 from ._batching import map_batched
 from ._canonize import BATCHNORM, batchnorm_scale
 from ._model_state import explaining
-from ._targets import Target, select
+from ._targets import Target, select, take
 
 EPS = 1e-10  # below this |Δz| the multiplier is the derivative, as in Captum
 RULES = ("rescale", "reveal_cancel")
@@ -51,9 +57,30 @@ _MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.A
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input rows and the reference rows of a ``[x; x']`` batch."""
-    return t[: len(t) // 2], t[len(t) // 2:]
+class _Changed(RuntimeError):
+    """The model changed the input of a hooked module in place after the call."""
+
+
+class _Calls:
+    """The reference pass records ``(z', y')``, the input and output of each hooked module call, in
+    order; the input pass recalls them in the same order, so that each call meets its own reference.
+    ``copy``: record copies of the inputs, for models that change them in place later."""
+
+    def __init__(self):
+        self.recording, self.copy, self.calls = True, False, deque()
+
+    def record(self, module: nn.Module, z: torch.Tensor, y: torch.Tensor) -> None:
+        self.calls.append((module, z, y, z._version, y._version))
+
+    def recall(self, module: nn.Module, output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(z', y')` of this call; :math:`y'` recomputed if the model has since changed it in place."""
+        if not self.calls or self.calls[0][0] is not module:
+            raise RuntimeError("the model calls its modules in a different order for the input and for the "
+                               "reference; deeplift needs a forward pass whose order does not depend on the data.")
+        _, z, y, z_version, y_version = self.calls.popleft()
+        if z._version != z_version:
+            raise _Changed()
+        return z, module.forward(z) if output and y._version != y_version else y
 
 
 def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -65,73 +92,70 @@ def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return torch.autograd.grad(module.forward(z).sum(), z)[0]
 
 
-def _ratio(dy: torch.Tensor, dz: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    """``dy / dz``, and ``slope`` where ``|dz| < EPS``."""
-    return torch.where(dz.abs() < EPS, slope, dy / dz)  # dy / dz is not used (and may be nan) there
-
-
-def _with_zero_reference(grad: torch.Tensor) -> torch.Tensor:
-    """Gradient rows for ``[x; x']``: only the input rows carry the multipliers."""
-    return torch.cat([grad, torch.zeros_like(grad)])
+def _ratio(dy: torch.Tensor, dz: torch.Tensor, slope) -> torch.Tensor:
+    """``dy / dz``, and ``slope()`` where ``|dz| < EPS``; overwrites ``dy`` and ``dz``."""
+    ratio, size = dy.div_(dz), dz.abs_()
+    if size.numel() and size.amin() < EPS:  # dy / dz is not used (and may be nan) there
+        torch.where(size < EPS, slope(), ratio, out=ratio)
+    return ratio
 
 
 class _Rescale(torch.autograd.Function):
+    """Forward: the module's output ``y`` (``out``, a detached alias marked dirty, becomes the output
+    without a copy). Backward: the gradient times the Rescale multiplier :math:`(y - y') / (z - z')`."""
+
     @staticmethod
-    def forward(ctx, z, y, module):
-        (z1, z0), (y1, y0) = _halves(z), _halves(y)
-        ctx.save_for_backward(_with_zero_reference(_ratio(y1 - y0, z1 - z0, _derivative(module, z1))))
-        return y.clone()  # a new tensor: the model may change it in place
+    def forward(ctx, z, out, module, z0, y0):
+        ctx.multiplier = _ratio(out - y0, z - z0, lambda: _derivative(module, z))
+        ctx.mark_dirty(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None, None
+        return torch.mul(grad, ctx.multiplier, out=ctx.multiplier), None, None, None, None  # runs once
 
 
 class _MaxPool(torch.autograd.Function):
     """Max-pooling as in Captum: the difference :math:`\\max(y, y') - y'` goes to the maximum of the
     input window, :math:`y - \\max(y, y')` to the maximum of the reference window (and overlapping
     windows add up, which keeps summation to delta). The routing to the maxima is the gradient of
-    the module's own output, ``graph[0]``, so nothing is recomputed."""
+    max-pooling, of the input pass and of the reference pass: ``graph = (y, z, y', z')``."""
 
     @staticmethod
-    def forward(ctx, z, y, graph):
-        ctx.save_for_backward(z, y)
-        ctx.graph = graph
-        return y.clone()
+    def forward(ctx, z, out, graph):
+        top = torch.maximum(out, graph[2])
+        ctx.to_input, ctx.to_reference, ctx.graph = top - graph[2], out - top, graph
+        ctx.mark_dirty(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        z, y = ctx.saved_tensors
-        (z1, z0), (y1, y0), g = _halves(z), _halves(y), _halves(grad)[0]
-        out, z_in_graph = ctx.graph
-        top = torch.maximum(y1, y0)
-        (routed,) = torch.autograd.grad(out, z_in_graph, torch.cat([g * (top - y0), g * (y1 - top)]),
-                                        retain_graph=True)
-        slope = torch.zeros_like(z1)
-        if ((z1 - z0).abs() < EPS).any():  # the plain gradient is needed only there
-            slope = _halves(torch.autograd.grad(out, z_in_graph, _with_zero_reference(g), retain_graph=True)[0])[0]
-        contribution = routed[: len(g)] + routed[len(g):]
-        return _with_zero_reference(_ratio(contribution, z1 - z0, slope)), None, None
+        y, z, y0, z0 = ctx.graph
+        (routed,) = torch.autograd.grad(y, z, grad * ctx.to_input, retain_graph=True)
+        to_reference = grad * ctx.to_reference
+        if len(y0) == len(grad):
+            routed += torch.autograd.grad(y0, z0, to_reference)[0]
+        else:  # one reference row for all examples: each example's share goes to the same maxima
+            routed += torch.autograd.grad(y0, z0, to_reference[:, None], is_grads_batched=True)[0][:, 0]
+        return _ratio(routed, z.detach() - z0.detach(), lambda: torch.autograd.grad(y, z, grad)[0]), None, None
 
 
 class _RevealCancel(torch.autograd.Function):
     """Forward: the module's output. Backward: multipliers :math:`m^+, m^-` for the two parts."""
 
     @staticmethod
-    def forward(ctx, pos, neg, z, y, module):
-        (z1, z0), f = _halves(z), module.forward
+    def forward(ctx, pos, neg, z, z0, out, module):
+        f = module.forward
         dy_pos = 0.5 * ((f(z0 + pos) - f(z0)) + (f(z0 + neg + pos) - f(z0 + neg)))
         dy_neg = 0.5 * ((f(z0 + neg) - f(z0)) + (f(z0 + pos + neg) - f(z0 + pos)))
-        slope = _derivative(module, z1)
-        ctx.save_for_backward(_ratio(dy_pos, pos, slope), _ratio(dy_neg, neg, slope))
-        return y.clone()
+        ctx.m_pos = _ratio(dy_pos, pos.clone(), lambda: _derivative(module, z))
+        ctx.m_neg = _ratio(dy_neg, neg.clone(), lambda: _derivative(module, z))
+        ctx.mark_dirty(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        m_pos, m_neg = ctx.saved_tensors
-        g = _halves(grad)[0]
-        return g * m_pos, g * m_neg, None, None, None
+        return grad * ctx.m_pos, grad * ctx.m_neg, None, None, None, None
 
 
 def _parts(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,10 +163,9 @@ def _parts(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * (delta + delta.abs()), 0.5 * (delta - delta.abs())
 
 
-def _linear_split(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _linear_split(module: nn.Module, x: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:math:`\\Delta z^\\pm`: the sums of the positive and of the negative terms :math:`w_{ij}\\Delta x_j`."""
-    x1, x0 = _halves(x)
-    pos, neg = _parts(x1 - x0.detach())
+    pos, neg = _parts(x - x0)
     w_pos, w_neg = module.weight.clamp(min=0), module.weight.clamp(max=0)
 
     def layer(inp, weight):
@@ -157,7 +180,7 @@ def _scaled_split(bn: nn.Module, pos: torch.Tensor, neg: torch.Tensor) -> tuple[
     return torch.where(scale >= 0, scale * pos, scale * neg), torch.where(scale >= 0, scale * neg, scale * pos)
 
 
-def _register(model: nn.Module, hooks: list, rule: str, splits: dict) -> None:
+def _register(model: nn.Module, hooks: list, rule: str, calls: _Calls, splits: dict) -> None:
     def find(t):
         entry = splits.get(id(t))  # the version check rejects tensors changed in place since (``out += x``)
         return entry[2] if entry is not None and entry[0] is t and entry[1] == t._version else None
@@ -165,46 +188,69 @@ def _register(model: nn.Module, hooks: list, rule: str, splits: dict) -> None:
     def record(out, make):
         splits[id(out)] = (out, out._version, make)
 
+    def reference_input_hook(module, args):  # max-pooling keeps its graph in the reference pass
+        if calls.recording and (calls.copy or isinstance(module, _MAXPOOL)):
+            z = args[0].detach().clone() if calls.copy else args[0].detach()
+            return (z.requires_grad_(isinstance(module, _MAXPOOL)),) + args[1:]
+
+    def rescale_hook(module, args, out):
+        if calls.recording:
+            return calls.record(module, args[0], out)
+        return _Rescale.apply(args[0], out.detach(), module, *calls.recall(module))
+
+    def maxpool_hook(module, args, out):
+        if calls.recording:
+            calls.record(module, args[0], out)
+            return out.detach()
+        return _MaxPool.apply(args[0], out.detach(), (out, args[0], *calls.recall(module)[::-1]))
+
     def linear_hook(module, args, out):
-        record(out, lambda: _linear_split(module, args[0]))
+        if calls.recording:
+            return calls.record(module, args[0], out)
+        x0 = calls.recall(module, output=False)[0]
+        record(out, lambda: _linear_split(module, args[0], x0))
 
     def batchnorm_hook(module, args, out):
-        make = find(args[0])
+        make = None if calls.recording else find(args[0])
         if make is not None:
             record(out, lambda: _scaled_split(module, *make()))
 
     def reveal_cancel_hook(module, args, out):
-        z, make = args[0], find(args[0])
-        pos, neg = make() if make is not None else _parts(_halves(z)[0] - _halves(z)[1].detach())
-        return _RevealCancel.apply(pos, neg, z.detach(), out.detach(), module)
+        if calls.recording:
+            return calls.record(module, args[0], out)
+        z0, make = calls.recall(module, output=False)[0], find(args[0])
+        pos, neg = make() if make is not None else _parts(args[0] - z0)
+        return _RevealCancel.apply(pos, neg, args[0].detach(), z0, out.detach(), module)
 
+    linear = (nn.Linear,) + _CONV if rule == "reveal_cancel" else ()
     for module in model.modules():
+        if isinstance(module, _ELEMENTWISE + _MAXPOOL + linear):
+            hooks.append(module.register_forward_pre_hook(reference_input_hook))
         if isinstance(module, _ELEMENTWISE):
-            hook = reveal_cancel_hook if rule == "reveal_cancel" else (
-                lambda m, args, out: _Rescale.apply(args[0], out.detach(), m))
-            hooks.append(module.register_forward_hook(hook))
+            hooks.append(module.register_forward_hook(reveal_cancel_hook if rule == "reveal_cancel" else rescale_hook))
         elif isinstance(module, _MAXPOOL):
-            hooks.append(module.register_forward_hook(
-                lambda m, args, out: _MaxPool.apply(args[0], out.detach(), [out, args[0]])))
-        elif rule == "reveal_cancel" and isinstance(module, (nn.Linear,) + _CONV):
+            hooks.append(module.register_forward_hook(maxpool_hook))
+        elif isinstance(module, linear):
             hooks.append(module.register_forward_hook(linear_hook))
         elif rule == "reveal_cancel" and isinstance(module, BATCHNORM):
             hooks.append(module.register_forward_hook(batchnorm_hook))
 
 
 def _reference(baseline, x: torch.Tensor) -> torch.Tensor:
+    """The reference as a tensor of ``x``'s shape, or of one row when it is the same for all examples."""
     if isinstance(baseline, str):
         if baseline != "zeros":
             raise ValueError(f"baseline must be 'zeros', a number or a tensor, got {baseline!r}.")
-        return torch.zeros_like(x)
+        return torch.zeros_like(x[:1])
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(x, float(baseline))
+        return torch.full_like(x[:1], float(baseline))
     if not isinstance(baseline, torch.Tensor):
         raise TypeError(f"baseline must be 'zeros', a number or a tensor, got {type(baseline).__name__}.")
     if not baseline.is_floating_point() or not torch.isfinite(baseline).all():
         raise ValueError("baseline must be a finite floating-point tensor.")
+    shared = baseline.dim() < x.dim() or len(baseline) == 1
     try:
-        return torch.broadcast_to(baseline.detach().to(x), x.shape).contiguous()
+        return torch.broadcast_to(baseline.detach().to(x), x[:1].shape if shared else x.shape).contiguous()
     except RuntimeError as error:
         raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to x's shape "
                          f"{tuple(x.shape)}.") from error
@@ -231,8 +277,8 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zer
             negative parts where a nonlinearity's input comes from a Linear/Conv layer (possibly
             through a BatchNorm); elsewhere, e.g. after a residual addition, the parts are those
             of the total difference and the rule coincides with Rescale.
-        batch_size: at most this many rows per pass; a pass of ``k`` examples has ``2k`` rows (input
-            and reference), and at least one example is passed at a time. Default: the whole batch.
+        batch_size: at most this many rows per pass (of the input, and of a reference per example).
+            Default: the whole batch.
 
     Returns:
         :math:`(x - x') \\odot m`, shape of ``x``; raw and signed.
@@ -243,17 +289,31 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zer
         raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}.")
     with explaining(model, x) as hooks:
         reference = _reference(baseline, x)
-        splits: dict = {}
-        _register(model, hooks, rule, splits)
+        calls, splits = _Calls(), {}
+        _register(model, hooks, rule, calls, splits)
+
+        def attribute(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
+            reference_rows = reference if len(reference) == 1 else reference[chunk]
+            calls.recording = True
+            calls.calls.clear()
+            with torch.enable_grad():  # nothing requires a gradient but max-pooling's input
+                model(reference_rows)
+            calls.recording = False
+            splits.clear()
+            rows = rows.detach().requires_grad_(True)
+            with torch.enable_grad():
+                scores = select(model(rows), take(target, chunk))
+                if calls.calls:
+                    raise RuntimeError("the model calls fewer modules for the input than for the reference; "
+                                       "deeplift needs a forward pass whose order does not depend on the data.")
+                (grad,) = torch.autograd.grad(scores.sum(), rows)
+            return (rows.detach() - reference_rows) * grad
 
         def explain(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
-            splits.clear()
-            chunk_target = target[chunk] if isinstance(target, torch.Tensor) and target.dim() == 1 else target
-            both = torch.cat([rows, reference[chunk]]).detach().requires_grad_(True)
-            with torch.enable_grad():
-                scores = select(model(both)[: len(rows)], chunk_target)
-                (grad,) = torch.autograd.grad(scores.sum(), both)
-            return (rows - reference[chunk]) * grad[: len(rows)]
+            try:
+                return attribute(rows, chunk)
+            except _Changed:  # the model changes an input of a hooked module in place: record copies
+                calls.copy = True
+                return attribute(rows, chunk)
 
-        per_pass = batch_size if batch_size is None or batch_size < 2 else batch_size // 2
-        return map_batched(explain, x, per_pass, default=len(x))
+        return map_batched(explain, x, batch_size, default=len(x))
