@@ -8,6 +8,8 @@ Conventions used throughout the book:
 * a multi-channel attribution is reduced to one value per pixel by summing over channels
   (the total contribution of the pixel), before taking ``abs`` for absolute maps;
 * images are shown as they are (values in [0, 1]); only the heatmaps are scaled for display.
+* every pixel is drawn as a square (``interpolation="nearest"``): no smoothing that a map does not
+  have, and PNGs of noisy images stay small.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def show_image(x, ax=None, title: str | None = None):
     """Draw an image ``(C, H, W)`` in [0, 1] without axes; return the axes."""
     ax = ax or plt.gca()
     a = image_array(x)
-    ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
+    ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -58,7 +60,8 @@ def heatmap(attr, ax=None, *, signed: bool = True, vmax: float | None = None, ti
     if not signed:
         a = np.abs(a)
     m = vmax if vmax is not None else float(np.abs(a).max()) or 1.0
-    im = ax.imshow(a, cmap=SIGNED_CMAP if signed else ABSOLUTE_CMAP, vmin=-m if signed else 0.0, vmax=m)
+    im = ax.imshow(a, cmap=SIGNED_CMAP if signed else ABSOLUTE_CMAP, vmin=-m if signed else 0.0, vmax=m,
+                   interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -72,13 +75,14 @@ def overlay(x, attr, ax=None, *, alpha: float = 0.6, signed: bool = False, title
     ax = ax or plt.gca()
     img = image_array(x)
     grey = img if img.ndim == 2 else img.mean(-1)
-    ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     a = to_pixels(attr)
     if a.shape != grey.shape:
         raise ValueError(f"attribution {a.shape} and image {grey.shape} differ in size; upsample the map first.")
     a = a if signed else np.abs(a)
     m = float(np.abs(a).max()) or 1.0
-    ax.imshow(a, cmap=SIGNED_CMAP if signed else ABSOLUTE_CMAP, vmin=-m if signed else 0.0, vmax=m, alpha=alpha)
+    ax.imshow(a, cmap=SIGNED_CMAP if signed else ABSOLUTE_CMAP, vmin=-m if signed else 0.0, vmax=m, alpha=alpha,
+              interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -86,30 +90,45 @@ def overlay(x, attr, ax=None, *, alpha: float = 0.6, signed: bool = False, title
 
 
 def grid(x: torch.Tensor, attrs: Mapping[str, torch.Tensor], *, signed: bool = True, shared_scale: bool = False,
-         row_titles: Sequence[str] | None = None, size: float = 1.6):
+         row_titles: Sequence[str] | None = None, size: float = 1.6, transpose: bool = False):
     """A figure with one row per example: the input, then one column per method in ``attrs``.
 
     ``attrs`` maps a method name to a batch of maps with ``x``'s batch size. With
-    ``shared_scale=True`` each column (method) uses one colour range over all its rows, so that
+    ``shared_scale=True`` each method uses one colour range over all its examples, so that
     magnitudes can be compared between examples; by default every map uses its own range.
+    ``row_titles`` label the examples. ``transpose=True`` swaps the layout for many methods: one
+    column per example (the inputs in the first row, titled by ``row_titles``), one row per method,
+    named at its left.
     """
     names = list(attrs)
-    rows, cols = x.shape[0], len(names) + 1
+    examples = x.shape[0]
+    for name in names:
+        if attrs[name].shape[0] != examples:
+            raise ValueError(f"attrs[{name!r}] has {attrs[name].shape[0]} maps for {examples} examples.")
+    rows, cols = (len(names) + 1, examples) if transpose else (examples, len(names) + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
-    for i in range(rows):
-        show_image(x[i], axes[i, 0], title="input" if i == 0 else None)
-        if row_titles is not None:
-            axes[i, 0].text(-0.08, 0.5, row_titles[i], transform=axes[i, 0].transAxes, rotation=90,
-                            ha="right", va="center", fontsize=9)
-        for j, name in enumerate(names, start=1):
-            batch = attrs[name]
-            if batch.shape[0] != rows:
-                raise ValueError(f"attrs[{name!r}] has {batch.shape[0]} maps for {rows} examples.")
-            vmax = None
-            if shared_scale:
-                column = [to_pixels(batch[k]) for k in range(rows)]
-                vmax = max(float(np.abs(c).max()) for c in column) or 1.0
-            heatmap(batch[i], axes[i, j], signed=signed, vmax=vmax, title=name if i == 0 else None)
+
+    def cell(example: int, column: int):
+        return axes[column, example] if transpose else axes[example, column]
+
+    for i in range(examples):
+        if transpose:
+            show_image(x[i], cell(i, 0), title=row_titles[i] if row_titles is not None else None)
+        else:
+            show_image(x[i], cell(i, 0), title="input" if i == 0 else None)
+            if row_titles is not None:
+                cell(i, 0).text(-0.08, 0.5, row_titles[i], transform=cell(i, 0).transAxes, rotation=90,
+                                ha="right", va="center", fontsize=9)
+    for j, name in enumerate(names, start=1):
+        batch = attrs[name]
+        vmax = None
+        if shared_scale:
+            vmax = max(float(np.abs(to_pixels(batch[k])).max()) for k in range(examples)) or 1.0
+        for i in range(examples):
+            title = name if i == 0 and not transpose else None
+            heatmap(batch[i], cell(i, j), signed=signed, vmax=vmax, title=title)
+        if transpose:
+            cell(0, j).text(-0.08, 0.5, name, transform=cell(0, j).transAxes, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -326,8 +326,10 @@ def guided_ig(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="ze
 
     Completeness holds only approximately, and more steps do not fix it: in one step a feature
     can jump by up to ``2 * max_dist`` of its range, valued at the gradient of the step's start,
-    and the selection prefers features whose gradient there is small. The error shrinks with
-    ``max_dist`` (chapter 4 measures it).
+    and the selection prefers features whose gradient there is small. How large the error is
+    depends on the model: on a random MNIST CNN it stayed near 20% even at 1,600 steps (see the
+    tests); chapter 4 measures it on the trained models for several ``max_dist``. Check it on
+    your model by comparing ``attr.sum()`` with ``f_c(x) - f_c(x')``.
 
     Follows the paper's algorithm and its reference implementation in PAIR ``saliency``
     (defaults too), computed for the whole batch at once. The steps are sequential, so this
