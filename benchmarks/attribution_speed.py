@@ -71,8 +71,11 @@ def cases(model, x, target, steps):
         return run
 
     def pgc(cls):
-        runner = cls(model=model, target_layers=[cam_layer])
-        return lambda: runner(input_tensor=x, targets=cam_targets)
+        # built and released inside the timed call: its hooks store every forward pass's activations
+        def run():
+            with cls(model=model, target_layers=[cam_layer]) as runner:
+                runner(input_tensor=x, targets=cam_targets)
+        return run
 
     baseline = torch.zeros_like(x)
     references = torch.rand(16, *x.shape[1:])
@@ -154,7 +157,8 @@ if __name__ == "__main__":
     print("\n" + table)
     if args.write:
         machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}")
+                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}, "
+                   f"load average {os.getloadavg()[0]:.1f} at the end of the run")
         stamp = datetime.date.today().isoformat()
         text = (HERE / "README.md").read_text() if (HERE / "README.md").exists() else ""
         start = text.find("<!-- table -->")
