@@ -173,10 +173,82 @@ def _train_shapes_standard() -> nn.Module:
     return model
 
 
+def _train_mnist_pgd() -> nn.Module:
+    """PGD adversarial training (7 steps), fine-tuned from ``mnist-standard`` with epsilon growing 0.1 -> 0.3."""
+    from .adversarial.training import adversarial_loss
+    from .data import mnist
+
+    data = mnist()
+    model = load("mnist-standard")
+    for phase, (epsilon, epochs) in enumerate([(0.1, 3), (0.2, 3), (0.3, 10)]):
+        train(model, data.x_train, data.y_train, epochs=epochs, lr=2e-3, augment=random_shift, seed=phase,
+              loss_fn=adversarial_loss(epsilon, steps=7, seed=1000 * phase))
+    return model
+
+
+GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
+
+
+def _train_mnist_gradreg() -> nn.Module:
+    """Input-gradient regularisation (double backpropagation), trained from scratch."""
+    from .adversarial.training import gradient_regularised_loss
+    from .data import mnist
+
+    data = mnist()
+    torch.manual_seed(0)
+    model = MnistCNN()
+    train(model, data.x_train, data.y_train, epochs=20, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0,
+          loss_fn=gradient_regularised_loss(GRADREG_LAMBDA))
+    return model
+
+
+def random_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``y`` permuted by a seeded random permutation: the labels of the data randomisation test."""
+    return y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
+
+
+def _train_mnist_random_labels() -> nn.Module:
+    """The data randomisation test's model: the MNIST training images with permuted labels, memorised."""
+    from .data import mnist
+
+    data = mnist()
+    torch.manual_seed(0)
+    model = MnistCNN()
+    train(model, data.x_train, random_labels(data.y_train), epochs=100, lr=5e-3, seed=0)
+    return model
+
+
+def _train_decoy_mnist_standard() -> nn.Module:
+    """A standard model trained on decoy MNIST (no augmentation, no weight decay): it comes to rely on the patch."""
+    from .data import decoy_mnist
+
+    data = decoy_mnist()
+    torch.manual_seed(0)
+    model = MnistCNN()
+    train(model, data.x_train, data.y_train, epochs=60, lr=5e-3, seed=0)
+    return model
+
+
+def _train_shapes_pgd() -> nn.Module:
+    """PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from ``shapes-standard``."""
+    from .adversarial.training import adversarial_loss
+    from .data import shapes
+
+    data = shapes("train")
+    model = load("shapes-standard")
+    train(model, data.x, data.y, epochs=6, lr=1e-3, seed=0, loss_fn=adversarial_loss(8 / 255, steps=4))
+    return model
+
+
 ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]] = {
-    # name: (architecture, training recipe)
+    # name: (architecture, training recipe); a recipe may fine-tune a model listed before it
     "mnist-standard": (MnistCNN, _train_mnist_standard),
     "shapes-standard": (ShapesResNet, _train_shapes_standard),
+    "mnist-pgd": (MnistCNN, _train_mnist_pgd),
+    "mnist-gradreg": (MnistCNN, _train_mnist_gradreg),
+    "mnist-random-labels": (MnistCNN, _train_mnist_random_labels),
+    "decoy-mnist-standard": (MnistCNN, _train_decoy_mnist_standard),
+    "shapes-pgd": (ShapesResNet, _train_shapes_pgd),
 }
 
 
@@ -223,7 +295,8 @@ def build_weights(names: list[str] | None = None) -> dict:
         path = WEIGHTS / f"{name}.pt"
         torch.save(model.state_dict(), path)
         manifest[name] = {"sha256": _sha256(path), "file": path.name}
-    (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # written after every model, so that a later recipe can load (and fine-tune) this one
+        (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
