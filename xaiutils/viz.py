@@ -106,7 +106,8 @@ def grid(x: torch.Tensor, attrs: Mapping[str, torch.Tensor], *, signed: bool = T
         if attrs[name].shape[0] != examples:
             raise ValueError(f"attrs[{name!r}] has {attrs[name].shape[0]} maps for {examples} examples.")
     rows, cols = (len(names) + 1, examples) if transpose else (examples, len(names) + 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    label_width = 1.5 if transpose else 0.0  # inches for the method names at the left
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + label_width, size * rows), squeeze=False)
 
     def cell(example: int, column: int):
         return axes[column, example] if transpose else axes[example, column]
