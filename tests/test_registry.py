@@ -77,3 +77,9 @@ def test_layer_methods_reject_unknown_layer_names(name):
     model = mnist_cnn()
     with pytest.raises(ValueError, match=r"no layer named 'block7'.*block3"):
         METHODS[name](model, torch.rand(1, 1, 28, 28), 0, layer="block7")
+
+
+def test_star_import_exports_every_function():
+    namespace = {}
+    exec("from xaiutils.attribution import *", namespace)
+    assert {"METHODS", "gradient", "lrp", "grad_cam", "smoothgrad", "occlusion"} <= set(namespace)

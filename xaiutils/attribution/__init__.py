@@ -76,4 +76,4 @@ _ENTRIES = [
 
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}
 
-__all__ = ["METHODS", "Method", *METHODS, "smoothgrad"]
+__all__ = ["METHODS", "Method", *(name for name in METHODS if name in globals()), "smoothgrad"]
