@@ -13,11 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import datetime
-import os
-import platform
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,17 +21,9 @@ import torchvision
 from xaiutils import attribution as A
 from xaiutils.models import MnistCNN
 
+from _timing import machine as describe_machine, median_time  # noqa: E402
+
 HERE = Path(__file__).parent
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def floor(model, x, target):
@@ -159,9 +146,7 @@ if __name__ == "__main__":
     table = markdown(rows)
     print("\n" + table)
     if args.write:
-        machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}, "
-                   f"load average {os.getloadavg()[0]:.1f} at the end of the run")
+        machine = describe_machine()
         stamp = datetime.date.today().isoformat()
         text = (HERE / "README.md").read_text() if (HERE / "README.md").exists() else ""
         start = text.find("<!-- table -->")

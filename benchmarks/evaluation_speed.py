@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
-import statistics
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,17 +23,9 @@ from xaiutils import evaluation as E
 from xaiutils.attribution.gradients import gradient
 from xaiutils.models import MnistCNN
 
+from _timing import machine as describe_machine, median_time  # noqa: E402
+
 HERE = Path(__file__).parent
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def forward_floor(model, x):
@@ -197,8 +184,7 @@ if __name__ == "__main__":
     table = markdown(run(args.quick))
     print("\n" + table)
     if args.write:
-        machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} thread(s), Python {sys.version.split()[0]}")
+        machine = describe_machine()
         stamp = datetime.date.today().isoformat()
         (HERE / "EVALUATION.md").write_text(f"# Evaluation metrics: speed\n\nMeasured {stamp} on {machine}.\n\n"
                                             f"{table}\n")
