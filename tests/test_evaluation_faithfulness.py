@@ -184,6 +184,28 @@ def test_evalattai_noise_on_the_relevant_features_lowers_confidence_faster():
     assert accuracy.scores[:, 0].mean() == 1.0 and accuracy.scores[:, -1].mean() < 0.9
 
 
+def test_evalattai_total_normalisation_spends_the_budget_of_uniform_noise():
+    # One logit reads feature 0 only; the map covers features 0-3 of 16 equally. "max" gives
+    # them weight 1, "total" gives them weight 16 / 4 = 4 (mean weight 1, like uniform noise),
+    # so with the same noise the logit moves exactly 4 times as far.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 1, bias=False)).double().eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, 0] = 1.0
+    x = torch.zeros(3, 1, 4, 4, dtype=torch.float64)
+    attr = torch.zeros_like(x)
+    attr.view(3, -1)[:, :4] = 0.7
+    runs = {n: Fa.evalattai(model, x, attr, 0, steps=5, epsilon=0.1, normalise=n, score_kind="logit", seed=3)
+            for n in ("max", "total")}
+    assert runs["max"].scores.abs().max() > 0
+    torch.testing.assert_close(runs["total"].scores, 4 * runs["max"].scores)
+    uniform = Fa.evalattai(model, x, torch.ones_like(x), 0, steps=5, epsilon=0.1, normalise="total",
+                           score_kind="logit", seed=3)
+    torch.testing.assert_close(uniform.scores, runs["max"].scores)  # weight 1 everywhere
+    with pytest.raises(ValueError, match="normalise"):
+        Fa.evalattai(model, x, attr, 0, normalise="sum")
+
+
 # ---------------------------------------------------------------------------- side effects and bad input
 def test_no_side_effects_on_the_model_or_input():
     model = mnist_cnn()

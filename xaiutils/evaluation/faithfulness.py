@@ -385,17 +385,27 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, attr: torch.Tens
 
 # ---------------------------------------------------------------------------- EvalAttAI
 def evalattai(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target, *, steps: int = 10,
-              epsilon: float = 0.1, clip: tuple[float, float] | None = None, score_kind: str = "probability",
-              seed: int = 0, batch_size: int | None = None, progress: bool = False) -> Curve:
+              epsilon: float = 0.1, normalise: str = "max", clip: tuple[float, float] | None = None,
+              score_kind: str = "probability", seed: int = 0, batch_size: int | None = None,
+              progress: bool = False) -> Curve:
     r"""EvalAttAI: add Gaussian noise weighted by the map, in increasing steps, and follow the model.
 
-    The map's magnitudes, normalised per example to :math:`[0, 1]`,
-    :math:`w = |R| / \max |R|` (per pixel, shared by the channels), weigh fresh Gaussian noise
-    added at every step:
+    The map's magnitudes :math:`|R|` (per pixel, shared by the channels), normalised per
+    example, weigh fresh Gaussian noise added at every step:
 
     .. math:: x^{(k)} = x^{(k-1)} + \epsilon \, w \odot z_k, \qquad z_k \sim N(0, I), \quad k = 1..S,
 
-    optionally clipped to ``clip`` (e.g. ``(0, 1)``). A faithful map puts the noise where it
+    optionally clipped to ``clip`` (e.g. ``(0, 1)``). ``normalise`` chooses :math:`w`:
+
+    * ``"max"`` (default, our reading of the paper): :math:`w = |R| / \max |R|`, so no pixel
+      gets noise of more than :math:`\epsilon`. A dense map then lets in more noise *in total*
+      than a sparse one, and the curve measures partly how spread the map is (chapter 10
+      shows the confound);
+    * ``"total"``: :math:`w = |R| / \operatorname{mean} |R|`, so every map spends the same
+      total weight :math:`\sum w = d` (that of uniform noise, :math:`w = 1`) and maps differ only
+      in *where* they put it: a fixed noise budget.
+
+    A faithful map puts the noise where it
     matters, so the score of the target falls faster than for an unfaithful one: a **lower
     area** (or a more negative slope) of the returned :class:`Curve` is better. ``score_kind``:
     ``"probability"`` (confidence), ``"logit"``, or ``"correct"`` (1 while the prediction is
@@ -411,8 +421,11 @@ def evalattai(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Tar
     check_positive("steps", steps, integer=True)
     check_positive("epsilon", epsilon, allow_zero=True)
     attr = check_map_for_input(attr, x)
+    if normalise not in ("max", "total"):
+        raise ValueError(f"normalise must be 'max' or 'total', got {normalise!r}.")
     weight = feature_relevance(attr, x).abs()
-    weight = expand_features(weight / weight.amax(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny), x)
+    scale = weight.amax(1, keepdim=True) if normalise == "max" else weight.mean(1, keepdim=True)
+    weight = expand_features(weight / scale.clamp_min(torch.finfo(weight.dtype).tiny), x)
     with explaining(model, x):
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((steps, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
