@@ -38,7 +38,9 @@ def cases(model, x, target, steps):
     from captum import attr as C
     import pytorch_grad_cam as PGC
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlus, LayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon
+    from zennit.types import Linear as ZennitLinear
     from zennit.attribution import Gradient as ZGradient
     from zennit.torchvision import ResNetCanonizer
     from zennit.canonizers import SequentialMergeBatchNorm
@@ -85,6 +87,9 @@ def cases(model, x, target, steps):
          lambda: C.GradientShap(model).attribute(x, references, n_samples=steps, target=target), steps, "Captum"),
         ("deeplift (rescale)", lambda: A.deeplift(model, x, target),
          lambda: C.DeepLift(model).attribute(x, baseline, target=target), 2, "Captum"),
+        ("lrp epsilon", lambda: A.lrp(model, x, target, composite="epsilon"),
+         zennit(lambda canonizers: LayerMapComposite(layer_map_base() + [(ZennitLinear, Epsilon())],
+                                                     canonizers=canonizers)), 1, "Zennit"),
         ("lrp epsilon_plus", lambda: A.lrp(model, x, target, composite="epsilon_plus"), zennit(EpsilonPlus), 1,
          "Zennit"),
         ("lrp epsilon_alpha2_beta1", lambda: A.lrp(model, x, target, composite="epsilon_alpha2_beta1"),
