@@ -4,6 +4,11 @@
 #   make notebooks   re-execute every notebook in place (stores outputs and widget state)
 #   make weights     retrain the models shipped in xaiutils/weights
 #   make benchmark   time every attribution method against the reference libraries
+#   make dist        the website as one zip that opens from disk (_build/robust-explainability-<version>.zip)
+#   make pdf         the whole book as a PDF (XeLaTeX; installs Debian's TeX packages when missing)
+#   make book-student  the book without the solutions, for a class (_build/student/html)
+#   make test-colab  run every chapter as in a fresh Colab runtime, through its own install cell
+#   make sync-colab  point every notebook's Colab link and install cell at _config.yml's repository
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,8 +21,18 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 
 JB_FLAGS := --all -W -n --keep-going
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' xaiutils/__init__.py)
+DIST := _build/robust-explainability-$(VERSION).zip
+PDF := _build/latex/robust-explainability.pdf
+# Debian's packages for `make pdf` (XeLaTeX, the FreeFont family Sphinx sets the text in, latexmk)
+# and for its test (pdftotext, pdftoppm).
+TEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
+                texlive-xetex fonts-freefont-otf poppler-utils
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights benchmark clean
+.PHONY: all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights benchmark clean \
+        sync-colab test-colab dist test-dist tex pdf test-pdf book-student test-student
 
 all: book
 
@@ -67,6 +82,57 @@ chromium:
 
 notebooks: setup-dev
 	$(PY) scripts/execute_notebooks.py $(NOTEBOOKS)
+
+# Colab: every notebook's link and install cell name the repository of _config.yml.
+sync-colab: setup
+	$(PY) scripts/sync_colab.py
+
+# A bare Colab environment (_build/colab-venv, made once and reset before each install), each
+# notebook's own install cell pointed at this checkout, then every cell. One chapter:
+# make test-colab NOTEBOOKS=notebooks/ch09_axioms_sanity.ipynb
+test-colab:
+	$(PYTHON) scripts/colab_simulation.py $(NOTEBOOKS)
+
+# The website as one zip that opens from disk, and the site checks run on its unzipped copy
+# through file:// URLs. test-dist zips the current _build/html when the zip is missing.
+dist: book
+	$(PY) scripts/make_dist.py
+
+$(DIST):
+	test -f _build/html/index.html || $(MAKE) book
+	$(PY) scripts/make_dist.py
+
+test-dist: setup-dev chromium $(DIST)
+	rm -rf _build/dist-check
+	$(PY) -m zipfile -e $(DIST) _build/dist-check
+	XAI_BOOK_HTML=$(CURDIR)/_build/dist-check/robust-explainability-$(VERSION) XAI_BOOK_SCHEME=file \
+	  $(PYTEST) tests/book/test_offline.py tests/book/test_links.py tests/book/test_browser.py
+
+# The PDF, through Sphinx's LaTeX writer and XeLaTeX (latex: in _config.yml).
+tex:
+	@dpkg -s $(TEX_PACKAGES) >/dev/null 2>&1 || { \
+	  echo "Installing Debian's TeX packages for the PDF (a few minutes): $(TEX_PACKAGES)"; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends $(TEX_PACKAGES)) >/dev/null; }
+
+pdf: setup tex
+	$(VENV)/bin/jupyter-book build --builder pdflatex .
+	cp $(PDF) _build/robust-explainability-$(VERSION).pdf
+	@echo "PDF: _build/robust-explainability-$(VERSION).pdf"
+
+$(PDF):
+	$(MAKE) pdf
+
+test-pdf: setup-dev tex $(PDF)
+	XAI_BOOK_PDF=$(CURDIR)/$(PDF) $(PYTEST) tests/book/test_pdf.py
+
+# For a class: the book without the solutions (notebooks/ is not modified; see the script).
+book-student: setup vendor
+	$(PY) scripts/student_book.py $(JB_FLAGS)
+
+test-student: setup-dev
+	test -f _build/student/html/index.html || $(MAKE) book-student
+	XAI_STUDENT_HTML=$(CURDIR)/_build/student/html $(PYTEST) tests/book/test_student.py
 
 weights: setup
 	$(PY) -m xaiutils.models

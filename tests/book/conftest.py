@@ -1,9 +1,18 @@
-"""Checks of the built book (run by `make test` after `jupyter-book build`)."""
+"""Checks of the built book (run by `make test` after `jupyter-book build`).
+
+They check `_build/html` unless ``XAI_BOOK_HTML`` names another built copy, and the browser test
+serves it over http unless ``XAI_BOOK_SCHEME=file`` opens the files directly (file://), as a
+reader of the unzipped `make dist` archive does; `make test-dist` sets both.
+"""
+import os
 from pathlib import Path
 
 import pytest
 
-HTML = Path(__file__).resolve().parents[2] / "_build" / "html"
+HTML = Path(os.environ.get("XAI_BOOK_HTML") or Path(__file__).resolve().parents[2] / "_build" / "html").resolve()
+SCHEME = os.environ.get("XAI_BOOK_SCHEME", "http")
+if SCHEME not in ("http", "file"):
+    raise pytest.UsageError(f"XAI_BOOK_SCHEME must be http or file, not {SCHEME!r}")
 
 
 def content_pages() -> list[Path]:
@@ -16,8 +25,14 @@ def content_pages() -> list[Path]:
 @pytest.fixture(scope="session")
 def html_root() -> Path:
     if not (HTML / "index.html").exists():
-        pytest.fail("the book is not built: run `make book` (or `make test`, which builds it) first.")
+        pytest.fail(f"the book is not built in {HTML}: run `make book` (or `make test`, which builds it) first.")
     return HTML
+
+
+@pytest.fixture(scope="session")
+def scheme() -> str:
+    """How the browser test opens the pages: "http" (a local server) or "file" (from disk)."""
+    return SCHEME
 
 
 @pytest.fixture(scope="session")

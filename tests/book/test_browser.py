@@ -2,7 +2,8 @@
 
 Checks that MathJax rendered every formula (no raw TeX left), every image loaded, no console
 error appeared and nothing was requested from outside the machine. Screenshots of a few pages
-go to _build/screenshots/.
+go to _build/screenshots/. With ``XAI_BOOK_SCHEME=file`` the pages are opened from disk
+(file://), as from the unzipped `make dist` archive, instead of from a local web server.
 """
 import functools
 import http.server
@@ -38,7 +39,12 @@ PAGE_STATE = """async () => {
 
 
 @pytest.fixture(scope="module")
-def server(html_root):
+def server(html_root, scheme):
+    """The URL the pages are opened under: a local web server, or the folder itself (file://)."""
+    if scheme == "file":
+        yield html_root.as_uri()
+        return
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -64,7 +70,10 @@ def browser():
 
 
 def visit(browser, url):
-    """Open ``url``; return the page state, console errors and requests that left the machine."""
+    """Open ``url``; return the page state, console errors and requests that left the machine.
+
+    A file that is missing gives an HTTP 404 from the server, but only a failed request on file://.
+    """
     errors, outside = [], []
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -72,15 +81,19 @@ def visit(browser, url):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     page.on("request", lambda r: outside.append(r.url)
-            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")) else None)
+            if not r.url.startswith(("http://127.0.0.1", "file://", "data:", "blob:", "about:")) else None)
+    if url.startswith("file:"):
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url} ({r.failure})"))
     page.goto(url, wait_until="load", timeout=60_000)
     state = page.evaluate(PAGE_STATE)
     page.wait_for_timeout(200)
     return page, context, state, errors, outside
 
 
-def test_every_page_renders_offline(browser, server, html_root, pages):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def test_every_page_renders_offline(browser, server, html_root, pages, scheme):
+    # from disk (the unzipped archive), the screenshots go next to the copy that was checked
+    shots_dir = html_root.parent / "screenshots" if scheme == "file" else SCREENSHOTS
+    shots_dir.mkdir(parents=True, exist_ok=True)
     problems, formulas, images = [], 0, 0
     shots = {"intro.html", "notation.html", "01_running_examples.html"}
     for path in pages:
@@ -101,7 +114,7 @@ def test_every_page_renders_offline(browser, server, html_root, pages):
         if outside:
             problems.append(f"{rel}: requests left the machine {outside[:3]}")
         if path.name in shots:
-            page.screenshot(path=str(SCREENSHOTS / f"{path.stem}.png"), full_page=False)
+            page.screenshot(path=str(shots_dir / f"{path.stem}.png"), full_page=False)
         context.close()
     assert formulas > 0 and images > 0, "the book has no formula or no image: this test would check nothing"
     assert not problems, "\n".join(problems)
