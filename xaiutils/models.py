@@ -202,6 +202,22 @@ def _train_mnist_gradreg() -> nn.Module:
     return model
 
 
+NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
+
+
+def _train_mnist_noise() -> nn.Module:
+    """Gaussian noise augmentation (sigma = 0.5, unclipped, as in randomised smoothing), trained from scratch."""
+    from .adversarial.training import noise_augmented_loss
+    from .data import mnist
+
+    data = mnist()
+    torch.manual_seed(0)
+    model = MnistCNN()
+    train(model, data.x_train, data.y_train, epochs=20, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0,
+          loss_fn=noise_augmented_loss(NOISE_SIGMA))
+    return model
+
+
 def random_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """``y`` permuted by a seeded random permutation: the labels of the data randomisation test."""
     return y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
@@ -249,6 +265,7 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]] = {
     "mnist-random-labels": (MnistCNN, _train_mnist_random_labels),
     "decoy-mnist-standard": (MnistCNN, _train_decoy_mnist_standard),
     "shapes-pgd": (ShapesResNet, _train_shapes_pgd),
+    "mnist-noise": (MnistCNN, _train_mnist_noise),
 }
 
 
