@@ -1,4 +1,4 @@
-r"""Attacks on explanations and the beta-smoothing defence (chapter 14).
+r"""Attacks on explanations and the beta-smoothing defence (chapter 12).
 
 Three ways to change an explanation while the prediction stays:
 
@@ -52,7 +52,7 @@ def beta_smoothed(model: nn.Module, beta: float) -> Iterator[nn.Module]:
     network, whose gradient is close to an average of gradients around ``x`` (SmoothGrad) and
     much harder to manipulate.
 
-    Reference: ``dombrowski2019explanations``. Chapter 14.
+    Reference: ``dombrowski2019explanations``. Chapter 12.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -225,7 +225,7 @@ def top_k_attack(model: nn.Module, x: torch.Tensor, target=None, *, epsilon: flo
     Returns:
         The adversarial batch, ``x``'s shape (``x`` itself for examples the attack could not move).
 
-    Reference: ``ghorbani2019interpretation``. Chapter 14.
+    Reference: ``ghorbani2019interpretation``. Chapter 12.
     """
     check_input(x, min_dim=4)
     if not isinstance(k, int) or not 1 <= k <= x.shape[-2] * x.shape[-1]:
@@ -249,7 +249,7 @@ def centre_of_mass_attack(model: nn.Module, x: torch.Tensor, target=None, *, eps
     it returns, per example, the same-class iterate with the largest shift on the real network.
     Arguments as in :func:`top_k_attack`.
 
-    Reference: ``ghorbani2019interpretation``. Chapter 14.
+    Reference: ``ghorbani2019interpretation``. Chapter 12.
     """
     def objectives(s0):
         centre = centre_of_mass(s0)
@@ -310,7 +310,7 @@ def manipulate_explanation(model: nn.Module, x: torch.Tensor, target_map: torch.
     Returns:
         The manipulated batch, ``x``'s shape.
 
-    Reference: ``dombrowski2019explanations``. Chapter 14.
+    Reference: ``dombrowski2019explanations``. Chapter 12.
     """
     check_input(x, min_dim=4)
     if epsilon is not None:

@@ -1,4 +1,4 @@
-r"""Adversarial model manipulation: fine-tune a model so that its Grad-CAM lies (chapter 14).
+r"""Adversarial model manipulation: fine-tune a model so that its Grad-CAM lies (chapter 12).
 
 Heo et al. show that an explanation can be fooled without touching the input: a little
 fine-tuning with a penalty on the explanation makes Grad-CAM point wherever the attacker wants
@@ -89,7 +89,7 @@ def manipulate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_
     Returns:
         The manipulated copy, in eval mode.
 
-    Reference: ``heo2019fooling``. Chapter 14.
+    Reference: ``heo2019fooling``. Chapter 12.
     """
     from ..models import train
 
