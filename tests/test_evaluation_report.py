@@ -101,3 +101,19 @@ def test_bad_input(mnist_batch):
         Rp.evaluate(model, x, y, n_boot=0, progress=False)
     with pytest.raises(ValueError, match="correlation"):
         Rp.rank_agreement(pd.DataFrame(), correlation="pearson")
+
+
+def test_every_registry_method_and_a_random_control_are_available(mnist_batch):
+    from xaiutils.attribution import METHODS
+
+    known = Rp.available_methods()
+    assert set(known) == set(METHODS) | {"random"}
+    model, x, y = mnist_batch
+    a, b = Rp.random_map(model, x, y), Rp.random_map(model, x + 1.0, y.flip(0))
+    assert a.shape == x.shape and a.dtype == x.dtype and torch.equal(a, b)  # ignores the input and the target
+    assert not torch.equal(a, Rp.random_map(model, x, y, seed=1))
+    table = Rp.evaluate(model, x[:3], y[:3], methods=["lrp", "random"], metrics=["deletion", "max_sensitivity"],
+                        n_boot=50, progress=False)
+    assert table["method"].drop_duplicates().tolist() == ["lrp", "random"]
+    random_rows = table[table.method == "random"].set_index("metric")
+    assert random_rows.loc["max_sensitivity", "mean"] == 0.0  # a map that ignores the input is "perfectly robust"

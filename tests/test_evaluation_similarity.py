@@ -112,3 +112,49 @@ def test_bad_input(maps):
         S.cosine_similarity([1, 2], [1, 2])
     with pytest.raises(ValueError, match="batch"):
         S.cosine_similarity(torch.ones(3), torch.ones(3))
+
+
+def test_top_k_agreement_known_answer():
+    # features ordered by magnitude: a -> 0, 1, 2, 3; b -> 1, 0, 2, 5 (feature 2 with the other sign)
+    a = torch.tensor([[4.0, -3.0, 2.0, 1.0, 0.0, 0.0]])
+    b = torch.tensor([[3.0, 4.0, -2.0, 0.0, 0.0, 1.5]])
+    expected = {  # k: (feature, rank, sign, signed_rank)
+        1: (0.0, 0.0, 0.0, 0.0),
+        2: (1.0, 0.0, 1 / 2, 0.0),  # the same two features, in swapped order; feature 1 changes sign
+        3: (1.0, 1 / 3, 1 / 3, 0.0),  # feature 2 is third in both, with opposite signs
+        4: (3 / 4, 1 / 4, 1 / 4, 0.0),
+    }
+    for k, values in expected.items():
+        for measure, value in zip(S.AGREEMENTS, values):
+            assert S.top_k_agreement(a, b, k, measure=measure).item() == pytest.approx(value), (k, measure)
+
+
+def test_top_k_agreement_identities(maps):
+    a, b = maps
+    for measure in S.AGREEMENTS:
+        torch.testing.assert_close(S.top_k_agreement(a, a, 10, measure=measure), torch.ones(4, dtype=torch.float64))
+    # "feature" is the top-k intersection by magnitude; channels are summed in both
+    torch.testing.assert_close(S.top_k_agreement(a, b, 10), S.top_k_intersection(a, b, 10))
+    # the measures are nested, and a sign flip leaves feature and rank agreement unchanged but kills the signed ones
+    values = {m: S.top_k_agreement(a, b, 30, measure=m) for m in S.AGREEMENTS}
+    assert (values["signed_rank"] <= values["rank"]).all() and (values["rank"] <= values["feature"]).all()
+    assert (values["signed_rank"] <= values["sign"]).all() and (values["sign"] <= values["feature"]).all()
+    torch.testing.assert_close(S.top_k_agreement(a, -a, 10, measure="rank"), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(S.top_k_agreement(a, -a, 10, measure="sign"), torch.zeros(4, dtype=torch.float64))
+
+
+def test_top_k_agreement_of_random_maps_is_at_chance_level():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(4000, 20, generator=g), torch.randn(4000, 20, generator=g)
+    assert S.top_k_agreement(a, b, 5).mean().item() == pytest.approx(5 / 20, abs=0.01)
+    assert S.top_k_agreement(a, b, 5, measure="rank").mean().item() == pytest.approx(1 / 20, abs=0.005)
+    assert S.top_k_agreement(a, b, 5, measure="sign").mean().item() == pytest.approx(5 / 20 / 2, abs=0.01)
+
+
+def test_top_k_agreement_rejects_bad_arguments(maps):
+    a, b = maps
+    with pytest.raises(ValueError, match="measure"):
+        S.top_k_agreement(a, b, 3, measure="kendall")
+    for k in (0, 145, 2.0, True):
+        with pytest.raises(ValueError, match="k must be"):
+            S.top_k_agreement(a, b, k)

@@ -10,13 +10,14 @@ from .complexity import entropy, sparseness
 from .faithfulness import (Curve, aopc, deletion, evalattai, faithfulness_correlation, feature_ranks, infidelity,
                            insertion, perturbation_curve, perturbations, pixel_flipping, removed, sensitivity_n)
 from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
-from .report import METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, rank_agreement
+from .report import (METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, random_map,
+                     rank_agreement)
 from .retraining import roar
 from .robustness import avg_sensitivity, local_lipschitz, max_sensitivity, noise, relative_input_stability
 from .sanity import (data_randomisation, learnable_layers, model_randomisation, reinitialise,
                      train_random_labels)
-from .similarity import (SIMILARITIES, center_of_mass, center_of_mass_shift, cosine_similarity, spearman, ssim,
-                         top_k_intersection)
+from .similarity import (AGREEMENTS, SIMILARITIES, center_of_mass, center_of_mass_shift, cosine_similarity, spearman,
+                         ssim, top_k_agreement, top_k_intersection)
 
 __all__ = [
     "completeness", "dummy", "implementation_invariance", "input_invariance", "rescaled_copy", "sensitivity_a",
@@ -24,8 +25,9 @@ __all__ = [
     "faithfulness_correlation", "feature_ranks", "infidelity", "insertion", "perturbation_curve", "perturbations",
     "pixel_flipping", "removed", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
     "relevance_rank_accuracy", "METRICS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
-    "plot_report", "rank_agreement", "roar", "avg_sensitivity", "local_lipschitz", "max_sensitivity", "noise",
+    "plot_report", "random_map", "rank_agreement", "roar", "avg_sensitivity", "local_lipschitz", "max_sensitivity",
+    "noise",
     "relative_input_stability", "data_randomisation", "learnable_layers", "model_randomisation", "reinitialise",
     "train_random_labels", "SIMILARITIES", "center_of_mass", "center_of_mass_shift", "cosine_similarity",
-    "spearman", "ssim", "top_k_intersection",
+    "spearman", "ssim", "top_k_intersection", "AGREEMENTS", "top_k_agreement",
 ]

@@ -11,7 +11,6 @@ run on a few dozen MNIST or shapes images in seconds to minutes on a CPU.
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -69,17 +68,25 @@ DEFAULT_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "integrate
                    "grad_cam")
 
 
-def available_methods() -> dict[str, Callable]:
-    """The methods :func:`evaluate` knows by name, ``name -> method(model, x, target)``."""
-    from ..attribution.backprop import deconvnet, guided_backprop
-    from ..attribution.cam import grad_cam, grad_cam_pp
-    from ..attribution.gradients import gradient, gradient_x_input
-    from ..attribution.noise import smoothgrad
-    from ..attribution.paths import integrated_gradients
+def random_map(model: nn.Module, x: torch.Tensor, target, *, seed: int = 0) -> torch.Tensor:
+    """A control that knows nothing: seeded standard Gaussian noise of ``x``'s shape.
 
-    return {"gradient": gradient, "gradient_x_input": gradient_x_input, "deconvnet": deconvnet,
-            "guided_backprop": guided_backprop, "integrated_gradients": integrated_gradients,
-            "smoothgrad": functools.partial(smoothgrad, gradient), "grad_cam": grad_cam, "grad_cam_pp": grad_cam_pp}
+    It ignores the model and the target, so a method is only worth something on a metric where
+    it beats this map (chapter 10). Because the noise is the same for every input, the robustness
+    metrics (``max_sensitivity``) score it a perfect 0: stability alone is no evidence of quality.
+    """
+    return torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
+
+
+def available_methods() -> dict[str, Callable]:
+    """The methods :func:`evaluate` knows by name, ``name -> method(model, x, target)``.
+
+    Every entry of the registry :data:`xaiutils.attribution.METHODS` with its default options,
+    and ``"random"``, the control :func:`random_map`.
+    """
+    from ..attribution import METHODS
+
+    return {**{name: entry.function for name, entry in METHODS.items()}, "random": random_map}
 
 
 def _resolve(items, known: Mapping, kind: str) -> dict:
@@ -117,13 +124,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     Args:
         model: the classifier (left unchanged).
         x, y: inputs and the labels; the maps explain the label ``y``.
-        methods: names from :func:`available_methods` (default :data:`DEFAULT_METHODS`) or a dict
-            ``name -> method(model, x, target) -> map``.
+        methods: names from :func:`available_methods` (default :data:`DEFAULT_METHODS`; ``"random"``
+            is a control) or a dict ``name -> method(model, x, target) -> map``.
         metrics: names from :data:`METRICS` or a dict ``name -> Metric``; default every metric
             that applies (the localisation metrics only when ``masks`` is given).
         masks: ground-truth masks ``(B, 1, H, W)`` for the localisation metrics.
         n_boot, seed: the bootstrap over examples (:func:`bootstrap_ci`).
-        batch_size: rows per model pass inside the metrics.
+        batch_size: rows per model pass inside the metrics. The methods run with their own
+            options; to batch them too, pass a dict of ``functools.partial(method, batch_size=...)``.
 
     Returns:
         A DataFrame with one row per method and metric: ``method, metric, direction, mean,

@@ -1,4 +1,4 @@
-r"""How similar are two attribution maps? (chapters 9 and 12)
+r"""How similar are two attribution maps? (chapters 9, 12 and 15)
 
 The sanity checks of chapter 9 ask whether a map *changes* when the model is randomised; the
 attacks of chapter 12 ask whether a map changes when the input barely does. Both need a number
@@ -105,6 +105,45 @@ def top_k_intersection(a, b, k: int, *, absolute: bool = True) -> torch.Tensor:
     if absolute:
         a, b = a.abs(), b.abs()
     return (_top_k_mask(a, k) & _top_k_mask(b, k)).sum(1).double() / k
+
+
+AGREEMENTS = ("feature", "rank", "sign", "signed_rank")
+
+
+def top_k_agreement(a, b, k: int, *, measure: str = "feature") -> torch.Tensor:
+    r"""How far two maps agree on their ``k`` most important features: the measures of Krishna et al.
+
+    Features are ordered by magnitude :math:`|a_i|` (channels summed first); :math:`T_k(a)` is the
+    set of the first ``k`` and :math:`r_a(i)` the position of feature :math:`i` in that order (ties
+    are broken by position in the map). With :math:`T = T_k(a) \cap T_k(b)`, ``measure`` is
+
+    * ``"feature"``: :math:`|T| / k`, the share of top features that both maps name (as
+      :func:`top_k_intersection`);
+    * ``"rank"``: :math:`|\{i \in T : r_a(i) = r_b(i)\}| / k`, the same features at the same positions;
+    * ``"sign"``: :math:`|\{i \in T : \operatorname{sign} a_i = \operatorname{sign} b_i\}| / k`;
+    * ``"signed_rank"``: the same feature at the same position with the same sign.
+
+    All four are 1 for two equal maps, and ``signed_rank <= rank <= feature``,
+    ``signed_rank <= sign <= feature``. Two independent random orders of :math:`d` features give
+    ``"feature"`` :math:`k/d` on average and ``"rank"`` :math:`1/d`. Krishna et al. add the
+    Spearman correlation (:func:`spearman`) as their *rank correlation*.
+
+    Returns a ``(B,)`` float64 tensor in :math:`[0, 1]`. Reference: ``krishna2022disagreement``. Chapter 15.
+    """
+    if measure not in AGREEMENTS:
+        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(AGREEMENTS)}.")
+    a, b = _flat_pair(a, b)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= a.shape[1]:
+        raise ValueError(f"k must be an integer between 1 and the number of features ({a.shape[1]}), got {k!r}.")
+    top_a = a.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
+    top_b = b.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
+    if measure in ("rank", "signed_rank"):
+        agree = top_a == top_b  # position j holds the same feature in both orders
+    else:
+        agree = (top_a[:, :, None] == top_b[:, None, :]).any(2)  # a's j-th feature is in b's top k
+    if measure in ("sign", "signed_rank"):
+        agree &= a.gather(1, top_a).sign() == b.gather(1, top_a).sign()
+    return agree.sum(1).double() / k
 
 
 def center_of_mass(attr) -> torch.Tensor:
