@@ -189,17 +189,23 @@ def _train_mnist_pgd() -> nn.Module:
 GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
 
 
-def _train_mnist_gradreg() -> nn.Module:
-    """Input-gradient regularisation (double backpropagation), trained from scratch."""
-    from .adversarial.training import gradient_regularised_loss
+def _train_mnist_from_scratch(loss_fn) -> nn.Module:
+    """The recipe shared by the MNIST models trained from scratch with a robustness loss."""
     from .data import mnist
 
     data = mnist()
     torch.manual_seed(0)
     model = MnistCNN()
     train(model, data.x_train, data.y_train, epochs=20, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0,
-          loss_fn=gradient_regularised_loss(GRADREG_LAMBDA))
+          loss_fn=loss_fn)
     return model
+
+
+def _train_mnist_gradreg() -> nn.Module:
+    """Input-gradient regularisation (double backpropagation), trained from scratch."""
+    from .adversarial.training import gradient_regularised_loss
+
+    return _train_mnist_from_scratch(gradient_regularised_loss(GRADREG_LAMBDA))
 
 
 NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
@@ -208,14 +214,8 @@ NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist
 def _train_mnist_noise() -> nn.Module:
     """Gaussian noise augmentation (sigma = 0.5, unclipped, as in randomised smoothing), trained from scratch."""
     from .adversarial.training import noise_augmented_loss
-    from .data import mnist
 
-    data = mnist()
-    torch.manual_seed(0)
-    model = MnistCNN()
-    train(model, data.x_train, data.y_train, epochs=20, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0,
-          loss_fn=noise_augmented_loss(NOISE_SIGMA))
-    return model
+    return _train_mnist_from_scratch(noise_augmented_loss(NOISE_SIGMA))
 
 
 def random_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
