@@ -89,6 +89,11 @@ def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(values, dtype=torch.bool).scatter_(1, index, True)
 
 
+def _check_k(k, n: int, unit: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer between 1 and the number of {unit} ({n}), got {k!r}.")
+
+
 def top_k_intersection(a, b, k: int, *, absolute: bool = True) -> torch.Tensor:
     r"""Fraction of the ``k`` most relevant pixels of ``a`` that are also among the ``k`` most relevant of ``b``.
 
@@ -100,8 +105,7 @@ def top_k_intersection(a, b, k: int, *, absolute: bool = True) -> torch.Tensor:
     Returns a ``(B,)`` tensor in :math:`[0, 1]`. Reference: ``ghorbani2019interpretation``. Chapter 12.
     """
     a, b = _flat_pair(a, b)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= a.shape[1]:
-        raise ValueError(f"k must be an integer between 1 and the number of pixels ({a.shape[1]}), got {k!r}.")
+    _check_k(k, a.shape[1], "pixels")
     if absolute:
         a, b = a.abs(), b.abs()
     return (_top_k_mask(a, k) & _top_k_mask(b, k)).sum(1).double() / k
@@ -133,8 +137,7 @@ def top_k_agreement(a, b, k: int, *, measure: str = "feature") -> torch.Tensor:
     if measure not in AGREEMENTS:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(AGREEMENTS)}.")
     a, b = _flat_pair(a, b)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= a.shape[1]:
-        raise ValueError(f"k must be an integer between 1 and the number of features ({a.shape[1]}), got {k!r}.")
+    _check_k(k, a.shape[1], "features")
     top_a = a.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
     top_b = b.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
     if measure in ("rank", "signed_rank"):
