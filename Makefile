@@ -9,6 +9,8 @@
 #   make book-student  the book without the solutions, for a class (_build/student/html)
 #   make test-colab  run every chapter as in a fresh Colab runtime, through its own install cell
 #   make sync-colab  point every notebook's Colab link and install cell at _config.yml's repository
+#   make lock        re-resolve requirements*.txt and pin every package in requirements-lock.txt
+#   make test-latest the tests with the latest releases, naming the packages that moved since the lock
 
 PYTHON ?= python3
 VENV   := .venv
@@ -31,23 +33,45 @@ TEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights benchmark clean \
+.PHONY: lock test-latest all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights benchmark clean \
         sync-colab test-colab dist test-dist tex pdf test-pdf book-student test-student
 
 all: book
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# One environment for the book and its tests, at the exact versions of requirements-lock.txt
+# (every package, transitive ones included), so that the stored outputs never drift with a release.
+$(VENV)/.installed: requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-lock.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
-	touch $@
-
 setup: $(VENV)/.installed
-setup-dev: $(VENV)/.installed-dev
+setup-dev: setup
+
+# Re-resolve the compatible ranges of requirements.txt and requirements-dev.txt in a fresh
+# environment and pin the result (then `make notebooks` and commit both).
+LOCK_VENV := _build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PYTHON) scripts/lock.py freeze $(LOCK_VENV)/bin/python > requirements-lock.txt
+	$(PYTHON) scripts/lock.py diff $(PY) || true
+
+# The weekly drift check: the latest releases within the ranges, the packages that moved since
+# the lock, then the unit tests and the notebooks against their stored outputs.
+LATEST_VENV := _build/latest-venv
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(LATEST_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(PYTHON) scripts/lock.py diff $(LATEST_VENV)/bin/python | tee _build/latest-moved.txt
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/book && \
+	  $(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(NBVAL) $(NOTEBOOKS) || { \
+	  echo "FAILED with the latest releases; what moved since requirements-lock.txt:"; \
+	  cat _build/latest-moved.txt; exit 1; }
 
 # MathJax, require.js and the widgets HTML manager, served by the book itself (no CDN).
 book/_vendor/.stamp: book/vendor/package.json book/vendor/package-lock.json scripts/vendor_assets.py
@@ -62,13 +86,17 @@ book: setup vendor
 	@echo "Open _build/html/index.html in a browser (or: $(PY) -m http.server -d _build/html)."
 
 test: setup-dev vendor chromium
+	$(PYTHON) scripts/lock.py diff --strict $(PY)
 	$(MAKE) test-unit test-notebooks test-book
 
 test-unit: setup-dev
 	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/book
 
+# nbval, with numbers compared as numbers (tests/nbval_numeric.py). One chapter:
+# make test-notebooks NOTEBOOKS=notebooks/ch09_axioms_sanity.ipynb
+NBVAL := -p tests.nbval_numeric --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg
 test-notebooks: setup-dev
-	$(PY) -m pytest -q -p no:cacheprovider --nbval --sanitize-with tests/nbval_sanitize.cfg notebooks
+	$(PYTEST) $(NBVAL) $(NBVAL_ARGS) $(NOTEBOOKS)
 
 test-book: setup-dev vendor
 	rm -rf _build/html
