@@ -42,8 +42,10 @@ def score(model, x, target):
 
 
 # ---------------------------------------------------------------------------- closed forms
-@pytest.mark.parametrize("make, shape", [(lambda: mlp(bias=False), (4, 6)), (bias_free_cnn, (3, 2, 8, 8))])
-def test_epsilon_to_zero_is_gradient_times_input_on_bias_free_relu_nets(make, shape):
+@pytest.mark.parametrize("make, shape", [(lambda: mlp(bias=False), (4, 6)), (bias_free_cnn, (3, 2, 8, 8)),
+                                         (lambda: mlp(bias=True), (4, 6))])
+def test_epsilon_to_zero_is_gradient_times_input_on_relu_nets(make, shape):
+    """Biases break conservation, not this equivalence (ancona2018towards; chapter 6)."""
     model, x = make(), torch.randn(*shape, dtype=torch.float64)
     target = model(x).argmax(1)
     expected = gradient_x_input(model, x, target)

@@ -38,7 +38,9 @@ def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target) -> torch
     """Gradient times input, :math:`x \\odot \\partial f_c(x) / \\partial x`.
 
     Equals integrated gradients with a zero baseline on a linear model, and epsilon-LRP (epsilon
-    -> 0) on a bias-free ReLU network. Reference: ``shrikumar2016not``. Chapter 2.
+    -> 0) on a ReLU network, biases included (``ancona2018towards``; chapter 6). It is complete,
+    summing to :math:`f_c(x) - f_c(0)`, on a bias-free ReLU network, which is positively
+    homogeneous. Reference: ``shrikumar2016not``. Chapter 2.
     """
     with explaining(model, x):
         return x * input_gradient(model, x, target)[0]

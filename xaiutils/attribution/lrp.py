@@ -25,7 +25,8 @@ average pooling and residual additions share it in proportion to their inputs, a
 follows a linear layer is merged into it (:mod:`._canonize`). References: ``bach2015pixel``
 (LRP, epsilon, alpha-beta), ``montavon2017explaining`` (z+, z^B), ``montavon2019layer`` (gamma,
 composites), ``lapuschkin2019unmasking`` (flat), ``anders2021software`` (Zennit), ``ancona2018towards``
-(epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks without biases).
+(epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks; biases break conservation,
+not this equivalence, as chapter 6 shows).
 """
 from __future__ import annotations
 
