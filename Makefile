@@ -163,7 +163,7 @@ test-student: setup-dev
 	XAI_STUDENT_HTML=$(CURDIR)/_build/student/html $(PYTEST) tests/book/test_student.py
 
 weights: setup
-	$(PY) -m xaiutils.models
+	$(PY) -m xaiutils.zoo
 
 benchmark: setup-dev
 	$(PY) benchmarks/attribution_speed.py

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from helpers import assert_unchanged, mnist_cnn, shapes_resnet, snapshot
-from xaiutils import data, models
+from xaiutils import data, models, zoo
 from xaiutils.adversarial import fgsm, pgd, robust_accuracy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
@@ -65,7 +65,7 @@ def test_pgd_on_a_linear_model_ends_at_the_closed_form_optimum(norm):
 # ---------------------------------------------------------------------------- constraints
 @pytest.mark.parametrize("norm,epsilon", [("linf", 0.1), ("l2", 1.5)])
 def test_pgd_stays_in_the_ball_and_the_range_and_increases_the_loss(norm, epsilon):
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x, y = d.x_test[:32], d.y_test[:32]
     x_adv = pgd(model, x, y, epsilon=epsilon, steps=10, norm=norm)
@@ -88,7 +88,7 @@ def test_fgsm_clamps_to_the_input_range():
 
 
 def test_targeted_pgd_moves_towards_the_target_class():
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x, y = d.x_test[:32], d.y_test[:32]
     target = (y + 1) % 10
@@ -101,7 +101,7 @@ def test_targeted_pgd_moves_towards_the_target_class():
 
 
 def test_pgd_is_stronger_than_fgsm_and_zero_epsilon_changes_nothing():
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x, y = d.x_test[:100], d.y_test[:100]
     with torch.no_grad():
@@ -211,7 +211,7 @@ def test_bad_input_gets_a_clear_error():
         fgsm(model, x, 0, epsilon=float("nan"))
     with pytest.raises(ValueError, match="norm must be one of"):
         pgd(model, x, 0, epsilon=0.1, norm="l1")
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         pgd(model, x, 0, epsilon=0.1, steps=0)
     with pytest.raises(ValueError, match="step_size"):
         pgd(model, x, 0, epsilon=0.1, step_size=-1.0)

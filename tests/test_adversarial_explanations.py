@@ -4,17 +4,17 @@ import torch
 from torch import nn
 
 from helpers import assert_unchanged, mnist_cnn, shapes_resnet, snapshot, vgg_like
-from xaiutils import data, models
+from xaiutils import data, models, zoo
 from xaiutils.adversarial import (beta_smoothed, centre_of_mass_attack, manipulate_explanation, saliency_map,
                                   top_k_attack)
 from xaiutils.adversarial.explanations import _top_k_intersection, centre_of_mass
 from xaiutils.attribution import gradient, gradient_x_input
-from xaiutils.attribution._model_state import explaining
+from xaiutils.core.model_state import explaining
 
 
 @pytest.fixture(scope="module")
 def mnist_batch():
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x = d.x_test[:12]
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_ghorbani_attacks_bad_input(mnist_batch):
         top_k_attack(model, x, epsilon=0.1, beta=(0.0, 1.0))
     with pytest.raises(ValueError, match="method must be one of"):
         top_k_attack(model, x, epsilon=0.1, method="lrp")
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         centre_of_mass_attack(model, x, epsilon=0.1, steps=0)
 
 
@@ -169,7 +169,7 @@ def relative_error(s, target):
 
 
 def test_manipulate_explanation_moves_the_map_towards_the_target_and_keeps_the_class():
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x, other = d.x_test[:6], d.x_test[6:12]
     with torch.no_grad():

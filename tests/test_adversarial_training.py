@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from helpers import shapes_resnet
-from xaiutils import data, models
+from xaiutils import data, models, zoo
 from xaiutils.adversarial import adversarial_loss, fgsm, gradient_regularised_loss, noise_augmented_loss, pgd
 from xaiutils.adversarial.training import eval_mode, input_gradient_penalty
 from xaiutils.attribution import gradient
@@ -78,7 +78,7 @@ def test_shipped_gradreg_model_is_smoother_and_more_robust_than_the_standard():
     # and FGSM at eps 0.1 leaves 68% vs 54% of these 200 images correct
     d = data.mnist()
     x, y = d.x_test[:200], d.y_test[:200]
-    standard, gradreg = models.load("mnist-standard"), models.load("mnist-gradreg")
+    standard, gradreg = zoo.load("mnist-standard"), zoo.load("mnist-gradreg")
 
     def logit_gradient_norm(model):
         return gradient(model, x, y).flatten(1).norm(dim=1).mean().item()
@@ -113,7 +113,7 @@ def test_adversarial_loss_attacks_in_eval_mode_and_returns_the_training_mode_los
 
 
 def test_adversarial_loss_is_larger_than_the_clean_loss_and_seeded_per_call():
-    model = models.load("mnist-standard")
+    model = zoo.load("mnist-standard")
     d = data.mnist()
     x, y = d.x_train[:64], d.y_train[:64]
     with torch.no_grad():

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from xaiutils.attribution._model_state import explaining
+from xaiutils.core.model_state import explaining
 from xaiutils.attribution.backprop import guided_backprop
 from xaiutils.models import MnistCNN, ShapesResNet
 
@@ -298,7 +298,7 @@ def test_cam_targets_and_batching():
 
 def test_bad_inputs():
     model = mnist_cnn()
-    with pytest.raises(ValueError, match="at least 4 dimensions"):
+    with pytest.raises(ValueError, match="at least 4 dims"):
         C.grad_cam(model, batch((1, 28, 28)), 0)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         C.grad_cam(model, batch((2, 1, 28, 28)), torch.tensor([1, 2, 3]))

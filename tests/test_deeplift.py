@@ -286,10 +286,12 @@ def test_float32_matches_float64():
 def test_bad_input():
     model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
     before = snapshot(model)
-    with pytest.raises(ValueError, match="rescale, reveal_cancel"):
+    with pytest.raises(ValueError, match="rule must be one of 'rescale', 'reveal_cancel'; got .*did you mean 'reveal_cancel'"):
         deeplift(model, x, 0, rule="revealcancel")
-    with pytest.raises(ValueError, match="baseline"):
-        deeplift(model, x, 0, baseline="mean")
+    with pytest.raises(ValueError, match="baseline must be one of 'zeros', .*; got 'black'"):
+        deeplift(model, x, 0, baseline="black")
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        deeplift(model, x, 0, baseline=float("nan"))
     with pytest.raises(ValueError, match="broadcast"):
         deeplift(model, x, 0, baseline=torch.zeros(5, dtype=torch.float64))
     with pytest.raises(TypeError, match="baseline"):

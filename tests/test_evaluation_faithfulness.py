@@ -5,7 +5,9 @@ from torch import nn
 
 from helpers import assert_unchanged, mnist_cnn, snapshot, vgg_like
 from xaiutils.attribution.gradients import gradient, gradient_x_input
-from xaiutils.evaluation import faithfulness as Fa
+from xaiutils.core.baselines import resolve_baseline
+
+from xaiutils import evaluation as Fa
 
 
 def linear_model(features=(1, 6, 6), classes=3, seed=0):
@@ -42,8 +44,8 @@ def test_insertion_of_the_exact_contributions_rises_faster_than_random(linear):
     model, x, y = linear
     exact = gradient_x_input(model, x, y)
     random = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
-    perfect = Fa.insertion(model, x, exact, y, removal="zero", score_kind="logit")
-    chance = Fa.insertion(model, x, random, y, removal="zero", score_kind="logit")
+    perfect = Fa.insertion(model, x, exact, y, removal="zeros", score_kind="logit")
+    chance = Fa.insertion(model, x, random, y, removal="zeros", score_kind="logit")
     assert (perfect.area > chance.area).all()
     # the curve starts at the removed image and ends at the original
     torch.testing.assert_close(perfect.scores[:, -1], model(x).gather(1, y[:, None])[:, 0].detach())
@@ -53,8 +55,8 @@ def test_insertion_of_the_exact_contributions_rises_faster_than_random(linear):
 def test_aopc_known_answer_and_orders(linear):
     model, x, y = linear
     exact = gradient_x_input(model, x, y)
-    morf = Fa.aopc(model, x, exact, y, order="most", removal="zero", steps=36)
-    lerf = Fa.aopc(model, x, exact, y, order="least", removal="zero", steps=36)
+    morf = Fa.aopc(model, x, exact, y, order="most", removal="zeros", steps=36)
+    lerf = Fa.aopc(model, x, exact, y, order="least", removal="zeros", steps=36)
     contrib = exact.flatten(1).sort(1, descending=True).values
     drops = torch.cat([torch.zeros(4, 1, dtype=x.dtype), contrib.cumsum(1)], 1)
     torch.testing.assert_close(morf, drops.mean(1))
@@ -77,13 +79,13 @@ def test_patches_rank_by_summed_relevance():
 
 def test_removal_values():
     x = torch.rand(2, 3, 8, 8)
-    assert (Fa.removed(x, "zero") == 0).all()
-    torch.testing.assert_close(Fa.removed(x, "mean")[:, :, 0, 0], x.mean((2, 3)))
-    u = Fa.removed(x, "uniform", seed=1)
+    assert (resolve_baseline(x, "zeros") == 0).all()
+    torch.testing.assert_close(resolve_baseline(x, "mean")[:, :, 0, 0], x.mean((2, 3)))
+    u = resolve_baseline(x, "uniform", seed=1)
     assert (u >= x.flatten(1).amin(1)[:, None, None, None]).all()
-    assert torch.equal(u, Fa.removed(x, "uniform", seed=1))
-    assert Fa.removed(x, "blur").shape == x.shape
-    assert (Fa.removed(x, 0.5) == 0.5).all()
+    assert torch.equal(u, resolve_baseline(x, "uniform", seed=1))
+    assert resolve_baseline(x, "blur").shape == x.shape
+    assert (resolve_baseline(x, 0.5) == 0.5).all()
 
 
 def test_batching_does_not_change_curves():

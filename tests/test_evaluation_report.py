@@ -16,7 +16,7 @@ from xaiutils.evaluation import report as Rp
 @pytest.fixture(scope="module")
 def mnist_batch():
     from xaiutils.data import mnist
-    from xaiutils.models import load
+    from xaiutils.zoo import load
 
     data = mnist()
     return load("mnist-standard"), data.x_test[:6], data.y_test[:6]
@@ -38,7 +38,9 @@ def test_evaluate_every_default_method_and_metric(mnist_batch):
     model, x, y = mnist_batch
     before = snapshot(model)
     table = Rp.evaluate(model, x[:3], y[:3], n_boot=200, progress=False)
-    assert list(table.columns) == ["method", "metric", "direction", "mean", "ci_low", "ci_high", "n"]
+    assert list(table.columns) == ["method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "settings"]
+    deletion_rows = table[table.metric == "deletion"]
+    assert (deletion_rows["settings"] == "deletion(steps=20, removal='zeros', score_kind='probability').area").all()
     assert table["method"].drop_duplicates().tolist() == list(Rp.DEFAULT_METHODS)
     assert set(table["metric"]) == {k for k, v in Rp.METRICS.items() if not v.needs_masks}
     ok = table.dropna()
@@ -49,7 +51,7 @@ def test_evaluate_every_default_method_and_metric(mnist_batch):
 
 def test_evaluate_with_masks_and_custom_methods_and_metrics():
     from xaiutils.data import shapes
-    from xaiutils.models import load
+    from xaiutils.zoo import load
 
     model, data = load("shapes-standard"), shapes("test")
     x, y, masks = data.x[:4], data.y[:4], data.mask[:4]
@@ -59,9 +61,16 @@ def test_evaluate_with_masks_and_custom_methods_and_metrics():
                                  "sparseness"], masks=masks, n_boot=100, progress=False)
     oracle_rows = table[(table.method == "oracle") & (table.metric != "sparseness")]
     assert (oracle_rows["mean"] == 1.0).all() and (oracle_rows["ci_low"] == 1.0).all()
-    constant = Rp.Metric(lambda model, x, y, attr, method, masks, batch_size: torch.full((len(x),), 7.0), "lower")
+    def seven(attr, *, value):
+        return torch.full((len(attr),), value)
+
+    constant = Rp.Metric(seven, "lower", kind="map_only", settings={"value": 7.0})
     custom = Rp.evaluate(model, x, y, methods={"gradient": gradient}, metrics={"seven": constant}, progress=False)
-    assert custom[["metric", "direction", "mean", "n"]].values.tolist() == [["seven", "lower", 7.0, 4]]
+    assert custom[["metric", "direction", "mean", "n", "settings"]].values.tolist() == [
+        ["seven", "lower", 7.0, 4, "seven(value=7.0)"]]
+    with pytest.raises(ValueError, match="the kind of metric 'odd' must be one of 'map', 'method'"):
+        Rp.evaluate(model, x, y, methods={"gradient": gradient}, metrics={"odd": Rp.Metric(seven, "lower", kind="x")},
+                    progress=False)
 
 
 def test_rank_agreement_respects_directions():

@@ -51,8 +51,8 @@ def test_keep_and_retrain(data):
 def test_bad_input(data):
     with pytest.raises(ValueError, match="fractions"):
         roar(perfect, mlp(), *data, fractions=(1.5,), progress=False)
-    with pytest.raises(ValueError, match="removal"):
-        roar(perfect, mlp(), *data, removal="blur", progress=False)
+    with pytest.raises(ValueError, match="removal must be one of 'zeros', .*; got 'black'"):
+        roar(perfect, mlp(), *data, removal="black", progress=False)
     with pytest.raises(TypeError, match="random"):
         roar("gradient", mlp(), *data, progress=False)
     with pytest.raises(ValueError, match="epochs"):

@@ -67,7 +67,7 @@ def test_resnet_with_batchnorm_and_a_cam_method():
                                   similarities=["cosine"], progress=False)
     assert len(table) == 2 and (table["value"] < 0.99).all()
     from xaiutils.data import mnist
-    from xaiutils.models import load
+    from xaiutils.zoo import load
 
     trained, data = load("mnist-standard"), mnist()
     cam = S.model_randomisation(trained, data.x_test[:4], data.y_test[:4], functools.partial(grad_cam, layer="block3"),

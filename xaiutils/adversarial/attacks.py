@@ -12,7 +12,7 @@ it. Every example is attacked on its own: the gradient of example ``b`` is that 
 
 The model is attacked in eval mode with its parameters frozen, and restored afterwards, by the
 same context manager that the attribution methods use
-(:func:`xaiutils.attribution._model_state.explaining`).
+(:func:`xaiutils.core.model_state.explaining`).
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..attribution._batching import map_batched
-from ..attribution._model_state import explaining
-from ..attribution._targets import as_index
+from ..core.batching import map_batched
+from ..core.checks import check_int
+from ..core.model_state import explaining
+from ..core.targets import as_index, rows_of
 
 NORMS = ("linf", "l2")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,7 +80,7 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   loss_fn: LossFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(d/dx sum_b loss_b, loss)``: the gradient of each example's loss and the ``(B,)`` losses.
 
-    Call it inside :func:`~xaiutils.attribution._model_state.explaining` (it does not touch the
+    Call it inside :func:`~xaiutils.core.model_state.explaining` (it does not touch the
     model's state). ``y`` may be an int or a ``(B,)`` tensor of class indices.
     """
     x = x.detach().requires_grad_(True)
@@ -92,10 +93,6 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                              f"got {tuple(loss.shape)}.")
         (grad,) = torch.autograd.grad(loss.sum(), x)
     return grad, loss.detach()
-
-
-def _rows(y, s: slice):
-    return y[s] if isinstance(y, torch.Tensor) and y.dim() == 1 else y
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y, *, epsilon: float, norm: str = "linf", targeted: bool = False,
@@ -128,9 +125,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y, *, epsilon: float, norm: str = "l
     """
     _check(x, epsilon, norm, clamp)
     sign = -1.0 if targeted else 1.0
-    with explaining(model, x):
+    with explaining(model, x, y):
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
-            grad, _ = loss_gradient(model, rows, _rows(y, s), loss_fn)
+            grad, _ = loss_gradient(model, rows, rows_of(y, s), loss_fn)
             return _bound(rows + sign * epsilon * _direction(grad, norm), clamp)
 
         return map_batched(one, x.detach(), batch_size, x.shape[0])
@@ -187,17 +184,16 @@ def pgd(model: nn.Module, x: torch.Tensor, y, *, epsilon: float, steps: int = 40
     normalised gradient, as in Madry et al. Reference: ``madry2018towards``. Chapter 13.
     """
     _check(x, epsilon, norm, clamp)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    check_int(steps, "steps")
     alpha = 2.5 * epsilon / steps if step_size is None else step_size
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}.")
     sign = -1.0 if targeted else 1.0
     x = x.detach()
     start = random_start_point(x, epsilon, norm, seed) if random_start else torch.zeros_like(x)
-    with explaining(model, x):
+    with explaining(model, x, y):
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
-            y_rows = _rows(y, s)
+            y_rows = rows_of(y, s)
             x_adv = _bound(rows + start[s], clamp)
             for _ in range(steps):
                 grad, _ = loss_gradient(model, x_adv, y_rows, loss_fn)
@@ -208,7 +204,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y, *, epsilon: float, steps: int = 40
         return map_batched(one, x, batch_size, x.shape[0])
 
 
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, steps: int = 40,
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y, *, epsilon: float, steps: int = 40,
                     batch_size: int | None = 200, **options) -> float:
     """The fraction of ``x`` that ``model`` still classifies as ``y`` after an untargeted :func:`pgd` attack.
 
@@ -216,6 +212,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsil
     With ``epsilon=0`` (and no random start) it is the clean accuracy.
     """
     x_adv = pgd(model, x, y, epsilon=epsilon, steps=steps, batch_size=batch_size, **options)
-    with explaining(model, x_adv), torch.no_grad():
+    with explaining(model, x_adv, y), torch.no_grad():
         predictions = map_batched(lambda rows, s: model(rows).argmax(1), x_adv, batch_size, x.shape[0])
-    return (predictions == y.to(predictions.device)).double().mean().item()
+    classes = torch.as_tensor(y, device=predictions.device).long().expand(len(x))  # checked by pgd
+    return (predictions == classes).double().mean().item()

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..attribution._model_state import check_input, explaining
-from ..attribution._targets import as_index, select
+from ..core.checks import check_finite, check_input, check_int
+from ..core.model_state import explaining
+from ..core.targets import as_index, select
 from .attacks import _bound, _check, project
 
 METHODS = ("gradient", "gradient_x_input")
@@ -99,7 +100,7 @@ def saliency_map(model: nn.Module, x: torch.Tensor, target, *, method: str = "gr
     :math:`\phi` is the gradient of the target score (``method="gradient"``) or gradient times
     input (``"gradient_x_input"``). With ``create_graph=True`` the map can be differentiated
     again, with respect to ``x`` or the parameters. Call it inside
-    :func:`~xaiutils.attribution._model_state.explaining` (it does not touch the model's state).
+    :func:`~xaiutils.core.model_state.explaining` (it does not touch the model's state).
     """
     return _saliency(model, x, target, method, create_graph)[0]
 
@@ -166,8 +167,7 @@ def _iterative_attack(model, x, target, objectives, *, epsilon, steps, step_size
     check_input(x, min_dim=4)
     _check(x, epsilon, "linf", clamp)
     _check_beta(beta)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    check_int(steps, "steps")
     alpha = epsilon / 8 if step_size is None else step_size
     x = x.detach()
     with explaining(model, x):
@@ -268,6 +268,7 @@ def _as_distribution(target_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(target_map.shape) if isinstance(target_map, torch.Tensor) else type(target_map).__name__
         raise ValueError(f"target_map must be a tensor of shape (1 or {x.shape[0]}, C, {x.shape[-2]}, {x.shape[-1]}), "
                          f"got {shape}.")
+    check_finite(target_map, "target_map")
     s = target_map.detach().abs().sum(1, keepdim=True).to(x)
     total = s.flatten(1).sum(1)
     if (total <= 0).any():
@@ -318,8 +319,7 @@ def manipulate_explanation(model: nn.Module, x: torch.Tensor, target_map: torch.
     else:
         _check(x, 0.0, "linf", clamp)
     _check_beta(beta)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    check_int(steps, "steps")
     s_target = _as_distribution(target_map, x)
     scale = s_target.flatten(1).pow(2).sum(1)
 

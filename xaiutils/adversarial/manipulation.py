@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..attribution._layers import resolve_layer
-from ..attribution._model_state import check_input
-from ..attribution._targets import select
+from ..core.layers import resolve_layer
+from ..core.checks import check_input
+from ..core.targets import select
 from .training import eval_mode
 
 

@@ -13,7 +13,7 @@ mode for the loss they return. The PGD attack inside :func:`adversarial_loss` ru
 mode** (BatchNorm uses its running statistics and does not update them, dropout is off), as
 in Madry et al.'s ``robustness`` library and most later work; the model's modes are restored
 before the update. None of these functions saves anything: weights on disk change only
-through :func:`xaiutils.models.build_weights`.
+through :func:`xaiutils.zoo.build_weights`.
 """
 from __future__ import annotations
 

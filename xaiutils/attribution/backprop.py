@@ -6,23 +6,29 @@ For :math:`y = \\max(0, z)` with upstream gradient :math:`g`, the three backward
           \\text{deconvnet: } \\max(g, 0), \\quad
           \\text{guided backprop: } \\max(g, 0) \\cdot [z > 0].
 
-Only ``nn.ReLU`` *modules* are changed (in-place ones and modules reused several times, as in
-torchvision's ResNet, included). A functional ``F.relu`` / ``torch.relu`` in a model's
-``forward`` cannot be hooked: it keeps the ordinary gradient rule, so on such a model these
-methods silently fall back to the plain gradient at those places. Replace functional ReLUs by
-``nn.ReLU`` modules to explain such a model.
+Every ReLU of the forward pass gets the rule: ``nn.ReLU`` modules (in-place ones and modules reused
+several times, as in torchvision's ResNet, included) and functional ``F.relu`` / ``torch.relu``
+calls alike (:class:`._activations.Activations`). The rules are defined for ReLU networks only: a
+model that applies another activation (GELU, SiLU, sigmoid, ...) is refused, because its gradient
+would pass unchanged and the result would be neither method.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ._model_state import explaining
-from ._targets import Target
+from ..core.batching import map_batched
+from ..core.model_state import explaining
+from ..core.targets import Target, rows_of
+from ._activations import Activations
 from .gradients import input_gradient
 
 
-class _DeconvReLU(torch.autograd.Function):
+class DeconvReLU(torch.autograd.Function):
+    """ReLU forward; deconvnet's backward: only the positive part of the gradient passes."""
+
+    method = "deconvnet"
+
     @staticmethod
     def forward(ctx, z):
         return z.clamp(min=0)
@@ -32,37 +38,49 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
-class _GuidedReLU(torch.autograd.Function):
+class GuidedReLU(torch.autograd.Function):
+    """ReLU forward; guided backprop's backward: the positive gradient, where the input was positive."""
+
+    method = "guided backprop"
+
     @staticmethod
     def forward(ctx, z):
-        ctx.save_for_backward(z)
-        return z.clamp(min=0)
+        y = torch.relu(z)
+        ctx.save_for_backward(y)  # y > 0 exactly where z > 0
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (z > 0)
+        (y,) = ctx.saved_tensors
+        # max(g, 0) * [z > 0]: ReLU's own fused backward, then the clamp in place (one pass fewer)
+        return torch.ops.aten.threshold_backward(grad, y, 0).clamp_(min=0)
 
 
-def _relu_backward_rule(model: nn.Module, x: torch.Tensor, target: Target, rule) -> torch.Tensor:
-    with explaining(model, x) as hooks:
-        for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                hooks.append(module.register_forward_hook(lambda m, inp, out: rule.apply(inp[0])))
-        return input_gradient(model, x, target)[0]
+def relu_backward_rule(model: nn.Module, x: torch.Tensor, target: Target, rule, *,
+                       batch_size: int | None = None) -> torch.Tensor:
+    """The input gradient with every ReLU of the forward pass computed by ``rule`` (chapter 3)."""
+    with explaining(model, x, target) as hooks:
+        with Activations(model, hooks, relu=rule.apply) as activations:
+            grad = map_batched(lambda rows, s: input_gradient(model, rows, rows_of(target, s))[0], x, batch_size,
+                               len(x))
+        if activations.others():
+            raise ValueError(f"{rule.method} changes the backward rule of ReLU, but this model also "
+                             f"applies {activations.others()}; the method is defined for ReLU networks only.")
+        return grad
 
 
-def deconvnet(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+def deconvnet(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: int | None = None) -> torch.Tensor:
     """Deconvnet attribution: ReLUs pass only positive gradient, whatever their input.
 
-    Reference: ``zeiler2014visualizing``. Chapter 3.
+    ``batch_size``: rows per pass (default: the whole batch). Reference: ``zeiler2014visualizing``. Chapter 3.
     """
-    return _relu_backward_rule(model, x, target, _DeconvReLU)
+    return relu_backward_rule(model, x, target, DeconvReLU, batch_size=batch_size)
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target, *,
+                    batch_size: int | None = None) -> torch.Tensor:
     """Guided backpropagation: ReLUs pass positive gradient where their input was positive.
 
-    Reference: ``springenberg2015striving``. Chapter 3.
+    ``batch_size``: rows per pass (default: the whole batch). Reference: ``springenberg2015striving``. Chapter 3.
     """
-    return _relu_backward_rule(model, x, target, _GuidedReLU)
+    return relu_backward_rule(model, x, target, GuidedReLU, batch_size=batch_size)

@@ -30,10 +30,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._batching import map_batched
-from ._layers import last_conv_layer, resolve_layer
-from ._model_state import check_input, explaining
-from ._targets import Target, as_index, select
+from ..core.batching import map_batched
+from ..core.checks import check_input, check_model_input
+from ..core.layers import last_conv_layer, resolve_layer
+from ..core.model_state import explaining
+from ..core.targets import Target, as_index, rows_of, select
 from .backprop import guided_backprop
 
 # (activations, gradients or None, the chunk's target) -> weights broadcastable to activations
@@ -45,15 +46,6 @@ _FULLGRAD_EPS = 1e-7     # as pytorch-grad-cam's min-max scaling
 
 
 # ---------------------------------------------------------------------------- the shared core
-def _rows(target: Target, rows: slice, batch: int) -> Target:
-    """The part of ``target`` that belongs to the rows ``rows`` of a batch of ``batch`` examples."""
-    if isinstance(target, torch.Tensor) and target.dim() == 1:
-        if target.shape[0] != batch:
-            raise ValueError(f"target must be an int or have shape ({batch},), got shape {tuple(target.shape)}.")
-        return target[rows]
-    return target
-
-
 def _watch(layer: nn.Module, hooks: list, *, on_input: bool = False) -> list[torch.Tensor]:
     """Hook ``layer`` so that its output (or first input) becomes a leaf tensor; return the list of leaves.
 
@@ -98,13 +90,13 @@ def _cam_core(model: nn.Module, x: torch.Tensor, target: Target, layer, weigh: W
     ``(module, on_input)``: watch that module's output, or its input. Returns ``(B, 1, h, w)``, or
     ``(B, 1, H, W)`` when ``upsample``.
     """
-    with explaining(model, x, min_dim=4) as hooks:
+    with explaining(model, x, target, min_dim=4) as hooks:
         layer, on_input = (default_layer or _default_layer)(model) if layer is None else (resolve_layer(model, layer), False)
         seen = _watch(layer, hooks, on_input=on_input)
 
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
             seen.clear()
-            chunk_target = _rows(target, s, x.shape[0])
+            chunk_target = rows_of(target, s)
             with torch.set_grad_enabled(gradients):
                 output = model(rows)
                 if len(seen) != 1:
@@ -170,6 +162,7 @@ def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Module |
     Reference: ``zhou2016learning``. Chapter 7.
     """
     check_input(x, min_dim=4)
+    check_model_input(model, x)
     if callable(target) and not isinstance(target, torch.Tensor):
         raise TypeError("CAM explains a class: target must be an int or a (B,) tensor of class indices, "
                         "because its weights are the rows of the linear head; use grad_cam for a callable target.")
@@ -309,8 +302,8 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer:
 
     Reference: ``selvaraju2017grad``. Chapter 7.
     """
-    with explaining(model, x, min_dim=4):
-        return grad_cam(model, x, target, layer=layer, batch_size=batch_size) * guided_backprop(model, x, target)
+    with explaining(model, x, target, min_dim=4):
+        return grad_cam(model, x, target, layer=layer, batch_size=batch_size) * guided_backprop(model, x, target, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------- FullGrad
@@ -340,18 +333,26 @@ def _full_gradient_terms(model: nn.Module, x: torch.Tensor, target: Target, hook
     its positions). For a piecewise-linear network (ReLU, max/average pooling, BatchNorm in
     eval mode) everything adds up to the score: completeness.
     """
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    calls: list[tuple[tuple[torch.Tensor, bool], torch.Tensor]] = []
     for module in model.modules():
         if isinstance(module, _BIASED + _BATCHNORM) and _effective_bias(module) is not None:
             hooks.append(module.register_forward_hook(
-                lambda m, args, out: calls.append((_effective_bias(m), out))))
+                lambda m, args, out: calls.append(((_effective_bias(m), isinstance(m, nn.Linear)), out))))
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         scores = select(model(x), target)
         grads = torch.autograd.grad(scores.sum(), [x] + [out for _, out in calls], allow_unused=True)
-    bias_terms = [bias.view(1, -1, *[1] * (g.dim() - 2)) * g
-                  for (bias, _), g in zip(calls, grads[1:]) if g is not None]
+    bias_terms = [_broadcast_bias(module_bias, g) * g for (module_bias, _), g in zip(calls, grads[1:]) if g is not None]
     return x.detach() * grads[0], bias_terms, scores.detach()
+
+
+def _broadcast_bias(bias_of_layer: tuple[torch.Tensor, bool], grad: torch.Tensor) -> torch.Tensor:
+    """A layer's bias shaped against its output: on the last dim for a Linear layer (which may run on
+    ``(B, tokens, features)`` as in a transformer), on the channel dim for convolutions and BatchNorm."""
+    bias, on_last_dim = bias_of_layer
+    if on_last_dim:
+        return bias.view(*[1] * (grad.dim() - 1), -1)
+    return bias.view(1, -1, *[1] * (grad.dim() - 2))
 
 
 def _fullgrad_psi(term: torch.Tensor, size) -> torch.Tensor:
@@ -396,10 +397,10 @@ def fullgrad(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: i
     Reference: ``srinivas2019full``. Chapter 7.
     """
     size = x.shape[-2:]
-    with explaining(model, x, min_dim=4) as hooks:
+    with explaining(model, x, target, min_dim=4) as hooks:
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
             hooks.remove_all()
-            input_term, bias_terms, _ = _full_gradient_terms(model, rows, _rows(target, s, x.shape[0]), hooks)
+            input_term, bias_terms, _ = _full_gradient_terms(model, rows, rows_of(target, s), hooks)
             saliency = _fullgrad_psi(input_term, size)
             for term in bias_terms:
                 if term.dim() == 4:

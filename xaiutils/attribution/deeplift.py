@@ -43,10 +43,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._batching import map_batched
+from ..core.baselines import resolve_baseline
+from ..core.batching import map_batched
+from ..core.checks import check_choice, check_finite
+from ..core.model_state import explaining
+from ..core.targets import Target, rows_of, select
+from ._activations import Activations
 from ._canonize import BATCHNORM, batchnorm_scale
-from ._model_state import explaining
-from ._targets import Target, select, take
 
 EPS = 1e-10  # below this |Δz| the multiplier is the derivative, as in Captum
 RULES = ("rescale", "reveal_cancel")
@@ -239,15 +242,16 @@ def _register(model: nn.Module, hooks: list, rule: str, calls: _Calls, splits: d
 def _reference(baseline, x: torch.Tensor) -> torch.Tensor:
     """The reference as a tensor of ``x``'s shape, or of one row when it is the same for all examples."""
     if isinstance(baseline, str):
-        if baseline != "zeros":
-            raise ValueError(f"baseline must be 'zeros', a number or a tensor, got {baseline!r}.")
-        return torch.zeros_like(x[:1])
+        if baseline == "zeros":
+            return torch.zeros_like(x[:1])
+        return resolve_baseline(x, baseline)  # one per example: "mean", "blur", "uniform", "gaussian"
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(x[:1], float(baseline))
+        return check_finite(torch.full_like(x[:1], float(baseline)), "baseline")
     if not isinstance(baseline, torch.Tensor):
-        raise TypeError(f"baseline must be 'zeros', a number or a tensor, got {type(baseline).__name__}.")
-    if not baseline.is_floating_point() or not torch.isfinite(baseline).all():
-        raise ValueError("baseline must be a finite floating-point tensor.")
+        raise TypeError(f"baseline must be a name, a number or a tensor; got {type(baseline).__name__}.")
+    if not baseline.is_floating_point():
+        raise TypeError(f"baseline must be a floating-point tensor; got dtype {baseline.dtype}.")
+    check_finite(baseline, "baseline")
     shared = baseline.dim() < x.dim() or len(baseline) == 1
     try:
         return torch.broadcast_to(baseline.detach().to(x), x[:1].shape if shared else x.shape).contiguous()
@@ -263,16 +267,17 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zer
     Summation to delta, :math:`\\sum_i \\phi_i = f_c(x) - f_c(x')`, holds for networks of linear
     layers (Linear, Conv, BatchNorm in eval mode, average pooling, residual additions) and the
     nonlinearity *modules* ReLU, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Sigmoid, Tanh, Softplus and
-    max-pooling. A nonlinearity called as a function (``F.relu``) keeps its gradient, which breaks
-    summation to delta; a callable ``target`` that is not linear in the output is differentiated at
+    max-pooling. A model that calls a nonlinearity as a function (``F.relu``) is refused: it would
+    keep its gradient and break summation to delta. A callable ``target`` that is not linear in the output is differentiated at
     :math:`f(x)` (the last step then is a gradient, not a DeepLIFT multiplier).
 
     Args:
         model: the network.
         x: input batch ``(B, ...)``.
         target: int, ``(B,)`` tensor of class indices, or a callable ``output -> (B,)``.
-        baseline: the reference :math:`x'`: ``"zeros"``, a number, or a tensor broadcastable to
-            ``x`` (one reference for all examples, or one per example).
+        baseline: the reference :math:`x'`: a number, a tensor broadcastable to ``x`` (one
+            reference for all examples, or one per example), or a name of
+            :data:`xaiutils.core.baselines.BASELINES` (``"zeros"``, ``"blur"``, ...).
         rule: ``"rescale"`` or ``"reveal_cancel"``. RevealCancel separates the positive and
             negative parts where a nonlinearity's input comes from a Linear/Conv layer (possibly
             through a BatchNorm); elsewhere, e.g. after a residual addition, the parts are those
@@ -285,12 +290,12 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zer
 
     Reference ``shrikumar2017learning``. Chapter 6.
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}.")
-    with explaining(model, x) as hooks:
+    check_choice(rule, "rule", RULES)
+    with explaining(model, x, target) as hooks:
         reference = _reference(baseline, x)
         calls, splits = _Calls(), {}
         _register(model, hooks, rule, calls, splits)
+        unhooked = Activations(model, hooks, outside=_ELEMENTWISE)  # functional activations, refused
 
         def attribute(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
             reference_rows = reference if len(reference) == 1 else reference[chunk]
@@ -302,7 +307,12 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zer
             splits.clear()
             rows = rows.detach().requires_grad_(True)
             with torch.enable_grad():
-                scores = select(model(rows), take(target, chunk))
+                with unhooked:
+                    scores = select(model(rows), rows_of(target, chunk))
+                if unhooked.counts:
+                    raise ValueError(f"deeplift gives its multipliers to activation modules, but this model also "
+                                     f"applies {unhooked.others(allowed='')} as functions, whose gradients would "
+                                     "break summation to delta; use modules (nn.ReLU, nn.GELU, ...) instead.")
                 if calls.calls:
                     raise RuntimeError("the model calls fewer modules for the input than for the reference; "
                                        "deeplift needs a forward pass whose order does not depend on the data.")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._model_state import explaining
-from ._targets import Target, select
+from ..core.batching import map_batched
+from ..core.model_state import explaining
+from ..core.targets import Target, rows_of, select
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,23 +25,30 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> tuple[t
     return grad, scores.detach()
 
 
-def gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+def _input_gradients(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int | None) -> torch.Tensor:
+    """:func:`input_gradient` of ``x``, ``batch_size`` rows per pass (default: the whole batch)."""
+    return map_batched(lambda rows, s: input_gradient(model, rows, rows_of(target, s))[0], x, batch_size, len(x))
+
+
+def gradient(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: int | None = None) -> torch.Tensor:
     """Vanilla gradient ("saliency"), signed: :math:`\\partial f_c(x) / \\partial x`.
 
     Simonyan et al. (2014) show the absolute value; we return the raw signed gradient and leave
-    taking ``abs`` to the plot. Reference: ``simonyan2014deep``. Chapter 2.
+    taking ``abs`` to the plot. ``batch_size``: rows per pass (default: the whole batch).
+    Reference: ``simonyan2014deep``. Chapter 2.
     """
-    with explaining(model, x):
-        return input_gradient(model, x, target)[0]
+    with explaining(model, x, target):
+        return _input_gradients(model, x, target, batch_size)
 
 
-def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target, *,
+                     batch_size: int | None = None) -> torch.Tensor:
     """Gradient times input, :math:`x \\odot \\partial f_c(x) / \\partial x`.
 
     Equals integrated gradients with a zero baseline on a linear model, and epsilon-LRP (epsilon
     -> 0) on a ReLU network, biases included (``ancona2018towards``; chapter 6). It is complete,
     summing to :math:`f_c(x) - f_c(0)`, on a bias-free ReLU network, which is positively
-    homogeneous. Reference: ``shrikumar2016not``. Chapter 2.
+    homogeneous. ``batch_size``: rows per pass. Reference: ``shrikumar2016not``. Chapter 2.
     """
-    with explaining(model, x):
-        return x * input_gradient(model, x, target)[0]
+    with explaining(model, x, target):
+        return x * _input_gradients(model, x, target, batch_size)

@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._batching import map_batched
-from ._model_state import explaining
-from ._targets import Target, repeat, take
+from ..core.batching import map_batched
+from ..core.checks import check_choice, check_int, check_number
+from ..core.model_state import explaining
+from ..core.targets import Target, repeat, rows_of
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -65,23 +66,20 @@ def smoothgrad(method: Callable[..., torch.Tensor], model: nn.Module, x: torch.T
     References: ``smilkov2017smoothgrad``, ``hooker2019benchmark`` (SmoothGrad-squared),
     ``adebayo2018local`` (VarGrad). Chapter 5.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}.")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}.")
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0 (relative to the input range), got {sigma}.")
+    check_choice(kind, "kind", KINDS)
+    check_int(samples, "samples")
+    check_number(sigma, "sigma", minimum=0, maximum=1e6)
     if not callable(method):
-        raise TypeError(f"method must be an attribution function, got {type(method).__name__}.")
+        raise TypeError(f"method must be an attribution function; got {type(method).__name__}.")
 
     def attribute(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
-        result = method(model, rows, take(targets, chunk), **method_options)
+        result = method(model, rows, rows_of(targets, chunk), **method_options)
         if not isinstance(result, torch.Tensor) or result.shape[:1] != rows.shape[:1]:
             raise TypeError(f"{getattr(method, '__name__', 'method')} must return one attribution tensor per row; "
                             "do not ask it for extra outputs such as return_delta.")
         return result
 
-    with explaining(model, x):
+    with explaining(model, x, target):
         targets = repeat(target, samples)
         maps = map_batched(attribute, noisy_copies(x, samples, sigma, seed), batch_size, len(x))
         maps = maps.view(samples, len(x), *maps.shape[1:])

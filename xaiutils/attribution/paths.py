@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._batching import map_batched
-from ._model_state import explaining
-from ._targets import Target, repeat, select, take
+from ..core.baselines import BASELINES, blur_radius, blurred, gaussian_blur, resolve_baseline  # noqa: F401
+from ..core.batching import map_batched
+from ..core.checks import check_choice, check_finite, check_int, check_number
+from ..core.model_state import explaining
+from ..core.targets import Target, repeat, rows_of, select
 from .gradients import input_gradient
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
-BASELINES = ("zeros", "blur", "uniform", "gaussian")
-BLUR_BASELINE_SIGMA = 5.0  # pixels: the "blur" baseline of integrated_gradients and guided_ig
-NOISE_BASELINE_SIGMA = 0.15  # relative to each example's value range: the "gaussian" baseline
 
 
 # ---------------------------------------------------------------------------- quadrature
@@ -53,9 +52,7 @@ def integration_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]
     :math:`1 - 1/n`, so its attributions miss :math:`1/n` of :math:`f_c(x) - f_c(x')`, 10% at
     :math:`n = 10`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    n = steps
+    n = check_int(steps, "steps")
     k = torch.arange(n, dtype=torch.float64)
     weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
     if rule == "riemann_left":
@@ -66,7 +63,7 @@ def integration_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]
         alphas = (k + 0.5) / n
     elif rule == "riemann_trapezoid":
         if n < 2:
-            raise ValueError("the trapezoid rule needs steps >= 2 (both end points).")
+            raise ValueError(f"steps must be >= 2 for the trapezoid rule (both end points); got {n}.")
         alphas = k / (n - 1)
         weights = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
         weights[[0, -1]] /= 2
@@ -74,102 +71,8 @@ def integration_rule(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]
         nodes, w = np.polynomial.legendre.leggauss(n)
         alphas, weights = torch.from_numpy((nodes + 1) / 2), torch.from_numpy(w / 2)
     else:
-        raise ValueError(f"unknown integration rule {rule!r}; choose one of {', '.join(RULES)}.")
+        check_choice(rule, "rule", RULES)
     return alphas, weights
-
-
-# ---------------------------------------------------------------------------- baselines
-def _blur_matrices(size: int, sigmas: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(K, dK/dsigma)``, each ``(len(sigmas), size, size)``: 1-D Gaussian blur with zero padding as a matrix.
-
-    The kernel :math:`k(a) = e^{-a^2/2\sigma^2} / \sum_{|b| \le r} e^{-b^2/2\sigma^2}` lives on
-    :math:`|a| \le r`; its derivative is :math:`k(a) (a^2 - \sum_b k(b) b^2) / \sigma^3`.
-    """
-    a = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    s = sigmas.to(torch.float64).clamp_min(1e-6)[:, None]  # at sigma -> 0 the kernel is a delta
-    k = torch.exp(-a**2 / (2 * s**2))
-    k = k / k.sum(1, keepdim=True)
-    dk = k * (a**2 - (k * a**2).sum(1, keepdim=True)) / s**3
-    offset = torch.arange(size)[:, None] - torch.arange(size)[None, :]
-    inside = offset.abs() <= radius
-    column = (offset + radius).clamp(0, 2 * radius)
-    return k[:, column] * inside, dk[:, column] * inside
-
-
-def _blurred(x: torch.Tensor, sigmas: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` blurred over its last two dims with each sigma, and the derivative in sigma: ``(S, *x.shape)`` each."""
-    kh, dkh = (m.to(x) for m in _blur_matrices(x.shape[-2], sigmas, radius))
-    kw, dkw = (m.to(x) for m in _blur_matrices(x.shape[-1], sigmas, radius))
-    blur = "sih,b...hw,sjw->sb...ij"
-    return (torch.einsum(blur, kh, x, kw),
-            torch.einsum(blur, dkh, x, kw) + torch.einsum(blur, kh, x, dkw))
-
-
-def _radius(sigma: float) -> int:
-    return int(4 * sigma + 0.5)  # scipy.ndimage's truncate=4.0
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``x`` blurred over its last two dims by a Gaussian of std ``sigma`` pixels.
-
-    Equals ``scipy.ndimage.gaussian_filter(x, (0, .., sigma, sigma), mode="constant")``, the blur
-    of the blur IG paper's code: zero padding and a kernel truncated at 4 sigma, so a heavy blur
-    also darkens the image towards 0 from its borders.
-    """
-    if x.dim() < 3:
-        raise ValueError(f"blurring needs a batch of images (B, ..., H, W), got shape {tuple(x.shape)}.")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
-    sigmas = torch.tensor([float(sigma)], dtype=torch.float64)
-    return _blurred(x, sigmas, _radius(sigma))[0][0]
-
-
-def _per_example(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (x.dim() - 1)))
-
-
-def resolve_baseline(x: torch.Tensor, baseline, seed: int = 0) -> torch.Tensor:
-    """The baseline :math:`x'` as a tensor of ``x``'s shape.
-
-    ``baseline`` is a number, a tensor that broadcasts to ``x`` (``(C, H, W)`` for all examples,
-    ``(B, C, H, W)`` for one each), or a name:
-
-    * ``"zeros"``: all zeros;
-    * ``"blur"``: :func:`gaussian_blur` of ``x`` with ``BLUR_BASELINE_SIGMA`` (5) pixels;
-    * ``"uniform"``: uniform noise in each example's ``[min, max]`` range;
-    * ``"gaussian"``: ``x`` plus Gaussian noise of std ``NOISE_BASELINE_SIGMA`` (0.15) times each
-      example's ``max - min``, clipped to that ``[min, max]`` range so it stays in the data range.
-
-    The random baselines are drawn from a ``torch.Generator`` seeded with ``seed``. Chapter 4
-    compares them (after ``sturmfels2020visualizing``).
-    """
-    if isinstance(baseline, str):
-        if baseline not in BASELINES:
-            raise ValueError(f"unknown baseline {baseline!r}; use a tensor, a number or one of {', '.join(BASELINES)}.")
-        if baseline == "zeros":
-            return torch.zeros_like(x)
-        if baseline == "blur":
-            return gaussian_blur(x, BLUR_BASELINE_SIGMA)
-        generator = torch.Generator().manual_seed(seed)
-        low = _per_example(x.flatten(1).amin(1), x)
-        high = _per_example(x.flatten(1).amax(1), x)
-        if baseline == "uniform":
-            u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            return low + (high - low) * u
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return torch.minimum(torch.maximum(x + NOISE_BASELINE_SIGMA * (high - low) * z, low), high)
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
-        raise TypeError(f"baseline must be a tensor, a number or a name, got {type(baseline).__name__}.")
-    reference = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-    try:
-        shape = torch.broadcast_shapes(reference.shape, x.shape)
-    except RuntimeError:
-        shape = None
-    if shape != x.shape:
-        raise ValueError(
-            f"baseline of shape {tuple(reference.shape)} does not broadcast to x's shape {tuple(x.shape)}; "
-            "give one baseline per example (B, ...) or one for all (...) without the batch dim.")
-    return reference.expand_as(x)
 
 
 # ---------------------------------------------------------------------------- shared plumbing
@@ -178,7 +81,7 @@ def _gradients(model: nn.Module, rows: torch.Tensor, target: Target, times: int,
     """Input gradients of ``times`` blocks of B rows, ``batch_size`` rows per pass: ``(times, B, ...)``."""
     batch = rows.shape[0] // times
     targets = repeat(target, times)
-    grads = map_batched(lambda r, s: input_gradient(model, r, take(targets, s))[0], rows, batch_size, batch)
+    grads = map_batched(lambda r, s: input_gradient(model, r, rows_of(targets, s))[0], rows, batch_size, batch)
     return grads.view(times, batch, *rows.shape[1:])
 
 
@@ -212,8 +115,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, *, b
     Reference: ``sundararajan2017axiomatic``. Chapter 4.
     """
     alphas, weights = integration_rule(rule, steps)
-    with explaining(model, x):
-        reference = resolve_baseline(x, baseline, seed)
+    with explaining(model, x, target):
+        reference = resolve_baseline(x, baseline, seed=seed)
         difference = x - reference
         path = reference + _along(alphas, x) * difference
         grads = _gradients(model, path.flatten(0, 1), target, steps, batch_size)
@@ -222,7 +125,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, *, b
             return attributions
         targets = repeat(target, 2)
         with torch.no_grad():
-            scores = map_batched(lambda r, s: select(model(r), take(targets, s)), torch.cat([x, reference]),
+            scores = map_batched(lambda r, s: select(model(r), rows_of(targets, s)), torch.cat([x, reference]),
                                  batch_size, len(x))
         gain = scores[: len(x)] - scores[len(x):]
         return attributions, attributions.flatten(1).sum(1) - gain
@@ -237,7 +140,7 @@ def _expected_gradients_draws(x: torch.Tensor, references: int, samples: int, no
     return index.to(x.device), alpha.to(x), eps.to(x)
 
 
-def expected_gradients(model: nn.Module, x: torch.Tensor, target: Target, *, references: torch.Tensor,
+def expected_gradients(model: nn.Module, x: torch.Tensor, target: Target, *, references: torch.Tensor | None = None,
                        samples: int = 50, noise: float = 0.0, seed: int = 0,
                        batch_size: int | None = None) -> torch.Tensor:
     r"""Expected gradients (GradientSHAP): integrated gradients averaged over baselines from data.
@@ -252,21 +155,22 @@ def expected_gradients(model: nn.Module, x: torch.Tensor, target: Target, *, ref
     :math:`\sum_i \mathrm{EG}_i(x) \approx f_c(x) - \mathbb{E}_{x'} f_c(x')`.
 
     Args:
-        references: ``(R, ...)``, a sample of the data distribution :math:`D`.
+        references: ``(R, ...)``, a sample of the data distribution :math:`D` (training data, as
+            Erion et al.); default ``None``: the batch ``x`` itself, its empirical distribution.
         samples: draws per example. seed: seeds a ``torch.Generator`` for all draws.
         batch_size: rows per model pass (of the ``samples * B`` rows); default ``B``.
 
     References: ``erion2021improving``, ``lundberg2017unified``. Chapter 4.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}.")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}.")
-    with explaining(model, x):
+    check_int(samples, "samples")
+    check_number(noise, "noise", minimum=0)
+    with explaining(model, x, target):
+        references = x if references is None else references
         if not isinstance(references, torch.Tensor) or references.shape[1:] != x.shape[1:] or len(references) == 0:
             got = tuple(references.shape) if isinstance(references, torch.Tensor) else type(references).__name__
             raise ValueError(f"references must be a non-empty tensor of shape (R, *x.shape[1:]) = "
-                             f"(R, {', '.join(map(str, x.shape[1:]))}), got {got}.")
+                             f"(R, {', '.join(map(str, x.shape[1:]))}); got {got}.")
+        check_finite(references, "references")
         index, alpha, eps = _expected_gradients_draws(x, len(references), samples, noise, seed)
         reference = references.to(x)[index]
         difference = x + eps - reference
@@ -299,13 +203,10 @@ def blur_ig(model: nn.Module, x: torch.Tensor, target: Target, *, max_sigma: flo
 
     Reference: ``xu2020attribution``. Chapter 4.
     """
-    if max_sigma <= 0:
-        raise ValueError(f"max_sigma must be > 0, got {max_sigma}.")
+    check_number(max_sigma, "max_sigma", minimum=0, exclusive_minimum=True)
     alphas, weights = integration_rule(rule, steps)
-    with explaining(model, x):
-        if x.dim() < 3:
-            raise ValueError(f"blur_ig needs a batch of images (B, ..., H, W), got shape {tuple(x.shape)}.")
-        path, velocity = _blurred(x, max_sigma * alphas, _radius(max_sigma))
+    with explaining(model, x, target, min_dim=3):
+        path, velocity = blurred(x, max_sigma * alphas, blur_radius(max_sigma))
         grads = _gradients(model, path.flatten(0, 1), target, steps, batch_size)
         return -max_sigma * (_along(weights, x) * grads * velocity).sum(0)
 
@@ -343,26 +244,29 @@ def guided_ig(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="ze
 
     Reference: ``kapishnikov2021guided``. Chapter 4.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    if not 0 < fraction <= 1 or not 0 <= max_dist <= 1:
-        raise ValueError(f"need 0 < fraction <= 1 and 0 <= max_dist <= 1, got {fraction} and {max_dist}.")
-    with explaining(model, x):
-        start = resolve_baseline(x, baseline, seed).flatten(1).double()
+    check_int(steps, "steps")
+    check_number(fraction, "fraction", minimum=0, maximum=1, exclusive_minimum=True)
+    check_number(max_dist, "max_dist", minimum=0, maximum=1)
+    with explaining(model, x, target):
+        start = resolve_baseline(x, baseline, seed=seed).flatten(1).double()
         end = x.flatten(1).double()
         difference = end - start
         l1_total = difference.abs().sum(1)
         kth = int(fraction * (end.shape[1] - 1)) + 1  # numpy's quantile(..., method="lower")
         point, attributions = start.clone(), torch.zeros_like(end)
         for step in range(1, steps + 1):
-            grad = map_batched(lambda r, s: input_gradient(model, r, take(target, s))[0],
+            grad = map_batched(lambda r, s: input_gradient(model, r, rows_of(target, s))[0],
                                point.to(x.dtype).view(x.shape), batch_size, len(x)).flatten(1).double()
             alpha = step / steps
             alpha_min, alpha_max = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
             low, high = start + alpha_min * difference, start + alpha_max * difference
             l1_target = l1_total * (1 - alpha)
             moving = l1_total > 0
-            while moving.any():
+            # each pass moves at least the selected features to the band's edge, so the loop ends
+            # within features / kth + 2 passes; the bound only guards against a bug becoming a hang
+            for _ in range(end.shape[1] // kth + 3):
+                if not moving.any():
+                    break
                 old = point.clone()
                 # features that fell behind the band around the straight line catch up with it
                 position = torch.where(difference != 0, (point - start) / difference, alpha_max)
@@ -380,4 +284,6 @@ def guided_ig(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="ze
                 point = torch.where(selected, torch.where(share >= 1, high, point + (high - point) * share), point)
                 attributions += (point - old) * grad
                 moving &= (gamma > 1) & selected.any(1)
+            if moving.any():
+                raise RuntimeError(f"guided_ig did not reach step {step}'s distance; please report this input.")
         return attributions.to(x.dtype).view(x.shape)

@@ -16,15 +16,23 @@ import math
 import torch
 from torch import nn
 
-from ._batching import map_batched
-from ._model_state import explaining
-from ._targets import Target, repeat, select, take
+from ..core.baselines import resolve_baseline
+from ..core.batching import map_batched
+from ..core.model_state import explaining
+from ..core.targets import Target, repeat, rows_of, select
 
 
 def _as_tuple(value, dims: int, name: str) -> tuple[int, ...]:
-    values = (value,) * dims if isinstance(value, int) else tuple(value)
-    if len(values) > dims or not all(isinstance(v, int) and v >= 1 for v in values):
-        raise ValueError(f"{name} must be a positive int or a tuple of at most {dims} positive ints, got {value!r}.")
+    expected = f"{name} must be a positive int or a tuple of at most {dims} positive ints; got {value!r}."
+    if isinstance(value, int) and not isinstance(value, bool):
+        values = (value,) * dims
+    elif isinstance(value, (tuple, list)):
+        values = tuple(value)
+    else:
+        raise TypeError(expected)
+    if not values or len(values) > dims or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                   for v in values):
+        raise ValueError(expected)
     return values
 
 
@@ -60,7 +68,8 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=(8, 8
         window: the window size over the trailing dims of an example (``(h, w)`` for images,
             covering all channels), or a full ``(c, h, w)``.
         stride: the shift between windows, an int or one per window dim; at most the window.
-        baseline: the value the window is filled with: a number or a tensor broadcastable to ``x``.
+        baseline: what the window is filled with: a number, a tensor broadcastable to ``x``, or a
+            name of :data:`xaiutils.core.baselines.BASELINES` (``"zeros"``, ``"mean"``, ``"blur"``, ...).
         batch_size: occluded inputs per model pass (of ``positions * B``); default ``B``.
 
     Returns:
@@ -69,20 +78,16 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=(8, 8
 
     Reference: ``zeiler2014visualizing``. Chapter 3.
     """
-    with explaining(model, x):
+    with explaining(model, x, target):
         masks = _windows(tuple(x.shape[1:]), window, stride).to(x.device)
-        fill = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-        try:
-            fill = fill.expand_as(x)
-        except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(fill.shape)} does not broadcast to x's shape {tuple(x.shape)}.")
+        fill = resolve_baseline(x, baseline)
         batch, positions = len(x), len(masks)
         targets = repeat(target, positions)
 
         def occluded_scores(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
             window, example = rows // batch, rows % batch  # row p * B + b: example b under window p
             inputs = torch.where(masks[window], fill[example], x[example])
-            return select(model(inputs), take(targets, chunk))
+            return select(model(inputs), rows_of(targets, chunk))
 
         with torch.no_grad():
             scores = select(model(x), target)

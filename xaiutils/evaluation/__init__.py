@@ -7,8 +7,8 @@ complexity), 11 (localisation), 12 (robustness of explanations), 16 (the report 
 from .axioms import (completeness, dummy, implementation_invariance, input_invariance, rescaled_copy,
                      sensitivity_a, shifted_copy)
 from .complexity import entropy, sparseness
-from .faithfulness import (Curve, aopc, deletion, evalattai, faithfulness_correlation, feature_ranks, infidelity,
-                           insertion, perturbation_curve, perturbations, pixel_flipping, removed, sensitivity_n)
+from .curves import Curve, aopc, deletion, evalattai, feature_ranks, insertion, perturbation_curve, pixel_flipping
+from .faithfulness import faithfulness_correlation, infidelity, perturbations, sensitivity_n
 from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
 from .report import (METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, random_map,
                      rank_agreement)
@@ -23,7 +23,7 @@ __all__ = [
     "completeness", "dummy", "implementation_invariance", "input_invariance", "rescaled_copy", "sensitivity_a",
     "shifted_copy", "entropy", "sparseness", "Curve", "aopc", "deletion", "evalattai",
     "faithfulness_correlation", "feature_ranks", "infidelity", "insertion", "perturbation_curve", "perturbations",
-    "pixel_flipping", "removed", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
+    "pixel_flipping", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
     "relevance_rank_accuracy", "METRICS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
     "plot_report", "random_map", "rank_agreement", "roar", "avg_sensitivity", "local_lipschitz", "max_sensitivity",
     "noise",

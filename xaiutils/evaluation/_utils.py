@@ -8,7 +8,7 @@ Conventions used by every metric:
   and a one-channel map are compared on the same pixels.
 * A *feature* that a perturbation removes is a pixel (all its channels together) for images and
   one entry otherwise; its relevance is the channel sum of the map.
-* Model work runs inside :func:`xaiutils.attribution._model_state.explaining`, so the caller's
+* Model work runs inside :func:`xaiutils.core.model_state.explaining`, so the caller's
   model is left exactly as it was.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution._batching import chunks
-from ..attribution._model_state import check_input
-from ..attribution._targets import Target, as_index, repeat, select, take
+from ..core.batching import chunks
+from ..core.checks import check_input
+from ..core.targets import Target, as_index, repeat, rows_of, select
 
 
 def check_map(attr, name: str = "attr") -> torch.Tensor:
@@ -77,16 +77,6 @@ def expand_features(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return values.view(values.shape[0], *x.shape[1:])
 
 
-def check_positive(name: str, value, *, allow_zero: bool = False, integer: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive (or non-negative) number (integer)."""
-    if integer and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-        raise ValueError(f"{name} must be an integer, got {value!r}.")
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}.")
-    if not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
-
-
 def progress_bar(iterable, total: int, progress: bool, desc: str):
     """``tqdm.auto`` around ``iterable`` when ``progress`` is true."""
     if not progress:
@@ -121,11 +111,11 @@ def scores_of_rows(model: nn.Module, make_rows: Callable[[slice], torch.Tensor],
     """Scores of ``total = times * batch`` rows built chunk by chunk by ``make_rows(slice)``.
 
     Rows are in block layout (rows ``[k*B:(k+1)*B]`` are block ``k``), so the target of a chunk is
-    ``take(repeat(target, times), chunk)``. Call inside :func:`explaining`. Returns ``(times, B)``.
+    ``rows_of(repeat(target, times), chunk)``. Call inside :func:`explaining`. Returns ``(times, B)``.
     """
     targets = repeat(target, times)
     parts = list(chunks(total, batch_size, batch))
-    out = [score(model(make_rows(s)), take(targets, s), kind)
+    out = [score(model(make_rows(s)), rows_of(targets, s), kind)
            for s in progress_bar(parts, len(parts), progress, desc)]
     return torch.cat(out).view(times, batch)
 
@@ -139,7 +129,7 @@ def attributions_of_rows(method: Callable[..., torch.Tensor], model: nn.Module, 
     parts = list(chunks(rows.shape[0], batch_size, batch))
     out = []
     for s in progress_bar(parts, len(parts), progress, desc):
-        result = method(model, rows[s], take(targets, s), **options)
+        result = method(model, rows[s], rows_of(targets, s), **options)
         if not isinstance(result, torch.Tensor) or result.shape[0] != s.stop - s.start:
             raise TypeError(f"{getattr(method, '__name__', 'method')} must return one attribution tensor per row.")
         out.append(result.detach())

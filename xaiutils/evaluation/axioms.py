@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..attribution._layers import resolve_layer
-from ..attribution._model_state import check_input, explaining
-from ..attribution._targets import Target
-from ..attribution.paths import resolve_baseline
-from ._utils import check_map_for_input, check_positive, scores_of_rows
+from ..core.layers import resolve_layer
+from ..core.checks import check_input, check_number, check_positive
+from ..core.model_state import explaining
+from ..core.targets import Target
+from ..core.baselines import resolve_baseline
+from ._utils import check_map_for_input, scores_of_rows
 
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -46,16 +47,17 @@ def completeness(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: 
     r"""The completeness gap :math:`\sum_i \phi_i - (f_c(x) - f_c(x'))`, per example.
 
     0 for a complete method (integrated gradients up to its quadrature error, DeepLIFT, exact
-    Shapley values); gradient x input is complete only for linear models. ``baseline`` is the
-    :math:`x'` the method explained against (a tensor, a number, or a name of
-    :func:`xaiutils.attribution.paths.resolve_baseline`). ``f_c`` is the raw output of ``target``.
+    Shapley values); gradient x input is complete, with the zero baseline, only on positively
+    homogeneous models such as linear maps and bias-free ReLU networks (chapters 2 and 6).
+    ``baseline`` is the :math:`x'` the method explained against (a tensor, a number, or a name of
+    :func:`xaiutils.core.baselines.resolve_baseline`). ``f_c`` is the raw output of ``target``.
 
     Returns ``(B,)``. Reference: ``sundararajan2017axiomatic``. Chapter 9.
     """
     attr = check_map_for_input(attr, x)
     if attr.shape != x.shape:
         raise ValueError("completeness needs a map of the input's shape (one value per input feature).")
-    with explaining(model, x):
+    with explaining(model, x, target):
         reference = resolve_baseline(x, baseline)
         gain = _scores(model, x, target, batch_size) - _scores(model, reference, target, batch_size)
     return attr.flatten(1).sum(1) - gain
@@ -92,17 +94,19 @@ def sensitivity_a(method: Callable[..., torch.Tensor], model: nn.Module, x: torc
     Chapter 9.
     """
     check_input(x)
-    index = (slice(None), *((feature,) if isinstance(feature, int) else tuple(feature)))
-    try:
-        x[index]
-    except IndexError:
-        raise ValueError(f"feature {feature!r} is not an index into an example of shape {tuple(x.shape[1:])}.")
+    entry = (feature,) if isinstance(feature, int) and not isinstance(feature, bool) else feature
+    if not isinstance(entry, (tuple, list)) or len(entry) != x.dim() - 1 or not all(
+            isinstance(i, int) and not isinstance(i, bool) and -n <= i < n for i, n in zip(entry, x.shape[1:])):
+        raise ValueError(f"feature must index one entry of an example of shape {tuple(x.shape[1:])}, a tuple of "
+                         f"{x.dim() - 1} integers such as {tuple(0 for _ in x.shape[1:])}; got {feature!r}.")
+    index = (slice(None), *entry)
+    check_number(baseline, "baseline")
     reference = x.detach().clone()
     reference[index] = baseline
     if _takes_baseline(method):
         options = {"baseline": reference, **options}
     attr = method(model, x, target, **options).detach()
-    with explaining(model, x):
+    with explaining(model, x, target):
         change = _scores(model, x, target, None) - _scores(model, reference, target, None)
     attribution = attr[index].reshape(len(x))
     return SensitivityCheck(change, attribution, (change.abs() > atol) & (attribution.abs() <= atol))
@@ -150,7 +154,7 @@ def rescaled_copy(model: nn.Module, layer: nn.Module | str, scale: float = 2.0) 
     Gradients, and so every gradient-based method, are unchanged too; rules that add constants
     (LRP's :math:`\epsilon`) are not. Chapter 9.
     """
-    check_positive("scale", scale)
+    check_positive(scale, "scale")
     copied = copy.deepcopy(model)
     first = resolve_layer(copied, layer) if isinstance(layer, str) else \
         dict(copied.named_modules())[next(n for n, m in model.named_modules() if m is layer)]

@@ -2,7 +2,8 @@ r"""How concentrated is an attribution map? Sparseness (Gini) and complexity (en
 
 A map that spreads small relevance over every pixel is hard to read; a concise map puts most
 of it on a few. Both measures look at the magnitudes :math:`|a_i|` of the pixel map (channels
-summed first, see :mod:`xaiutils.evaluation._utils`) and return one value per example.
+summed first, see :mod:`xaiutils.evaluation._utils`) and return one value per example. Maps are
+batches ``(B, C, H, W)`` or ``(B, features)``; a 3-D map is refused as ambiguous.
 """
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from ._utils import check_map, pixel_map
 
 
 def _magnitudes(attr) -> torch.Tensor:
-    return pixel_map(check_map(attr)).flatten(1).abs()
+    attr = check_map(attr)
+    if attr.dim() == 3:
+        raise ValueError(f"attr of shape {tuple(attr.shape)} is ambiguous: a batch of {attr.shape[0]} maps of "
+                         f"{attr.shape[1]}x{attr.shape[2]} pixels, or one map with {attr.shape[0]} channels? Pass "
+                         "(B, C, H, W): attr.unsqueeze(0) for one map, attr.unsqueeze(1) for a batch of 2-D maps; "
+                         "or (B, features).")
+    return pixel_map(attr).flatten(1).abs()
 
 
 def sparseness(attr) -> torch.Tensor:

@@ -126,8 +126,8 @@ def auc(attr, mask) -> torch.Tensor:
     from scipy.stats import rankdata
 
     a, m = _map_and_mask(attr, mask, need_outside=True)
-    ranks = torch.from_numpy(rankdata(to_numpy(a.flatten(1)), axis=1))
-    m = m.flatten(1).cpu()
+    ranks = torch.from_numpy(rankdata(to_numpy(a.flatten(1)), axis=1)).to(a.device)
+    m = m.flatten(1).to(a.device)
     positives = m.sum(1).double()
     negatives = m.shape[1] - positives
     return ((ranks * m).sum(1) - positives * (positives + 1) / 2) / (positives * negatives)

@@ -5,64 +5,95 @@ returns a tidy table: one row per (method, metric) with the mean over the exampl
 bootstrap 95% confidence interval. :func:`rank_agreement` asks whether the metrics agree on
 which method is best; :func:`plot_report` draws the table.
 
-Metrics are functions ``fn(model, x, y, attr, method, masks, batch_size) -> (B,)`` with a
-direction, ``"higher"`` or ``"lower"`` is better (:data:`METRICS`). The defaults are sized to
-run on a few dozen MNIST or shapes images in seconds to minutes on a CPU.
+A metric (:class:`Metric`) is one of the library's metric functions with its keyword settings and
+a direction, ``"higher"`` or ``"lower"`` is better (:data:`METRICS`); the settings are part of every
+row of the report. The defaults are sized to run on a few dozen MNIST or shapes images in seconds to
+minutes on a CPU.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ._utils import check_positive, progress_bar, to_numpy
+from ..core.checks import check_choice, check_int, check_number
+from ._utils import progress_bar, to_numpy
 from .complexity import entropy, sparseness
-from .faithfulness import aopc, deletion, faithfulness_correlation, infidelity, insertion
+from .curves import aopc, deletion, insertion
+from .faithfulness import faithfulness_correlation, infidelity
 from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
 from .robustness import max_sensitivity
 
 
-class Metric(NamedTuple):
-    """A report-card metric: ``fn(model, x, y, attr, method, masks, batch_size) -> (B,)`` and its direction."""
+@dataclass(frozen=True)
+class Metric:
+    """A report-card metric: the function, which way is better, what it is given, and its settings.
+
+    ``kind`` says how :func:`evaluate` calls ``fn``:
+
+    * ``"map"``: ``fn(model, x, attr, y, batch_size=..., **settings)`` (faithfulness);
+    * ``"method"``: ``fn(method, model, x, y, batch_size=..., **settings)`` (robustness: it re-explains);
+    * ``"map_only"``: ``fn(attr, **settings)`` (complexity);
+    * ``"mask"``: ``fn(attr, masks, **settings)`` (localisation; needs ``masks``).
+
+    ``summary`` names the attribute of the result that is scored (``"area"`` of a
+    :class:`~xaiutils.evaluation.curves.Curve`), or is ``None`` for a ``(B,)`` result. The
+    settings are written into every row of the report, so a table says how it was computed.
+    """
 
     fn: Callable
     direction: str  # "higher" or "lower" is better
-    needs_masks: bool = False
+    kind: str = "map"
+    settings: Mapping = field(default_factory=dict)
+    summary: str | None = None
 
+    @property
+    def needs_masks(self) -> bool:
+        return self.kind == "mask"
 
-def _map_only(fn):
-    return lambda model, x, y, attr, method, masks, batch_size: fn(attr)
+    def __call__(self, model, x, y, attr, method, masks=None, batch_size=None) -> torch.Tensor:
+        if self.kind == "map":
+            result = self.fn(model, x, attr, y, batch_size=batch_size, **self.settings)
+        elif self.kind == "method":
+            result = self.fn(method, model, x, y, batch_size=batch_size, **self.settings)
+        elif self.kind == "map_only":
+            result = self.fn(attr, **self.settings)
+        else:
+            result = self.fn(attr, masks, **self.settings)
+        return getattr(result, self.summary) if self.summary else result
 
-
-def _with_mask(fn):
-    return lambda model, x, y, attr, method, masks, batch_size: fn(attr, masks)
+    def describe(self) -> str:
+        """``fn(setting=value, ...)``: how the metric is computed, for the report."""
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.settings.items())
+        return f"{self.fn.__name__}({settings})" + (f".{self.summary}" if self.summary else "")
 
 
 METRICS: dict[str, Metric] = {
-    "deletion": Metric(lambda m, x, y, a, f, s, b: deletion(m, x, a, y, batch_size=b).area, "lower"),
-    "insertion": Metric(lambda m, x, y, a, f, s, b: insertion(m, x, a, y, batch_size=b).area, "higher"),
-    "aopc": Metric(lambda m, x, y, a, f, s, b: aopc(m, x, a, y, batch_size=b), "higher"),
-    "infidelity": Metric(lambda m, x, y, a, f, s, b: infidelity(m, x, a, y, normalise=True, batch_size=b), "lower"),
-    "faithfulness_correlation": Metric(
-        lambda m, x, y, a, f, s, b: faithfulness_correlation(m, x, a, y, samples=50, batch_size=b), "higher"),
-    "max_sensitivity": Metric(lambda m, x, y, a, f, s, b: max_sensitivity(f, m, x, y, samples=5, batch_size=b),
-                              "lower"),
-    "sparseness": Metric(_map_only(sparseness), "higher"),
-    "complexity": Metric(_map_only(entropy), "lower"),
-    "pointing_game": Metric(_with_mask(pointing_game), "higher", True),
-    "relevance_mass_accuracy": Metric(_with_mask(relevance_mass_accuracy), "higher", True),
-    "relevance_rank_accuracy": Metric(_with_mask(relevance_rank_accuracy), "higher", True),
-    "auc": Metric(_with_mask(auc), "higher", True),
+    "deletion": Metric(deletion, "lower", settings={"steps": 20, "removal": "zeros", "score_kind": "probability"},
+                       summary="area"),
+    "insertion": Metric(insertion, "higher", settings={"steps": 20, "removal": "blur", "score_kind": "probability"},
+                        summary="area"),
+    "aopc": Metric(aopc, "higher", settings={"order": "most", "steps": 20, "removal": "uniform"}),
+    "infidelity": Metric(infidelity, "lower", settings={"perturbation": "gaussian", "sigma": 0.1, "samples": 10,
+                                                        "normalise": True}),
+    "faithfulness_correlation": Metric(faithfulness_correlation, "higher", settings={"samples": 50}),
+    "max_sensitivity": Metric(max_sensitivity, "lower", kind="method", settings={"samples": 5, "radius": 0.02}),
+    "sparseness": Metric(sparseness, "higher", kind="map_only"),
+    "complexity": Metric(entropy, "lower", kind="map_only"),
+    "pointing_game": Metric(pointing_game, "higher", kind="mask"),
+    "relevance_mass_accuracy": Metric(relevance_mass_accuracy, "higher", kind="mask"),
+    "relevance_rank_accuracy": Metric(relevance_rank_accuracy, "higher", kind="mask"),
+    "auc": Metric(auc, "higher", kind="mask"),
 }
-"""The report-card metrics by name. Settings: deletion (zero removal) and insertion (blur) with 20
-steps and the target probability; AOPC most-relevant-first with uniform noise; infidelity with
-Gaussian noise of std 0.1, 10 samples and ``normalise=True`` (so maps of different scales, e.g.
-Grad-CAM and gradients, are comparable); faithfulness correlation with 50 subsets of a quarter of
-the pixels; max-sensitivity with 5 draws of radius 0.02; complexity and localisation on the
-channel-summed, signed maps."""
+"""The report-card metrics by name, with the settings each row of a report records. Infidelity uses
+``normalise=True`` so that maps of different scales (Grad-CAM and gradients) are comparable;
+faithfulness correlation removes a quarter of the pixels per subset; complexity and localisation
+score the channel-summed, signed maps."""
 
 DEFAULT_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "integrated_gradients", "smoothgrad",
                    "grad_cam")
@@ -106,7 +137,9 @@ def bootstrap_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int =
     ``n_boot`` resamples of the examples with replacement (numpy ``default_rng(seed)``); the
     interval is the ``(1 - level)/2`` and ``(1 + level)/2`` percentiles of the resampled means.
     """
-    v = np.asarray(values, dtype=np.float64)
+    check_int(n_boot, "n_boot")
+    check_number(level, "level", minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -130,33 +163,49 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
             that applies (the localisation metrics only when ``masks`` is given).
         masks: ground-truth masks ``(B, 1, H, W)`` for the localisation metrics.
         n_boot, seed: the bootstrap over examples (:func:`bootstrap_ci`).
-        batch_size: rows per model pass inside the metrics. The methods run with their own
-            options; to batch them too, pass a dict of ``functools.partial(method, batch_size=...)``.
+        batch_size: rows per model pass, in the metrics and in every method that takes it.
 
     Returns:
         A DataFrame with one row per method and metric: ``method, metric, direction, mean,
-        ci_low, ci_high, n`` (``n`` = examples with a defined value; NaNs are left out).
+        ci_low, ci_high, n, settings`` (``n`` = examples with a defined value, NaNs are left out;
+        ``settings`` = how the metric was computed, :meth:`Metric.describe`).
 
     Reference: ``hedstrom2023quantus`` (a library of these metrics). Chapter 16.
     """
-    check_positive("n_boot", n_boot, integer=True)
+    check_int(n_boot, "n_boot")
     methods = _resolve(methods, available_methods(), "method")
     if metrics is None:
         metrics = {k: v for k, v in METRICS.items() if masks is not None or not v.needs_masks}
     metrics = _resolve(metrics, METRICS, "metric")
+    for metric_name, metric in metrics.items():
+        if not isinstance(metric, Metric):
+            raise TypeError(f"metric {metric_name!r} must be a Metric; got {type(metric).__name__}.")
+        check_choice(metric.kind, f"the kind of metric {metric_name!r}", ("map", "method", "map_only", "mask"))
     if masks is None and any(m.needs_masks for m in metrics.values()):
-        raise ValueError("the localisation metrics need masks=...")
+        raise ValueError("the localisation metrics need masks=... (B, 1, H, W); got masks=None.")
     if masks is not None and masks.shape[0] != x.shape[0]:
-        raise ValueError(f"masks has {masks.shape[0]} examples for {x.shape[0]} inputs.")
+        raise ValueError(f"masks must have one mask per example, {x.shape[0]}; got {masks.shape[0]}.")
     rows = []
     for name, method in progress_bar(methods.items(), len(methods), progress, "methods"):
-        attr = method(model, x, y).detach()
+        attr = _explain(method, model, x, y, batch_size)
         for metric_name, metric in metrics.items():
-            values = to_numpy(torch.as_tensor(metric.fn(model, x, y, attr, method, masks, batch_size)))
+            values = to_numpy(torch.as_tensor(metric(model, x, y, attr, method, masks, batch_size)))
             mean, low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)
             rows.append({"method": name, "metric": metric_name, "direction": metric.direction, "mean": mean,
-                         "ci_low": low, "ci_high": high, "n": int((~np.isnan(values)).sum())})
-    return pd.DataFrame(rows, columns=["method", "metric", "direction", "mean", "ci_low", "ci_high", "n"])
+                         "ci_low": low, "ci_high": high, "n": int((~np.isnan(values)).sum()),
+                         "settings": metric.describe()})
+    return pd.DataFrame(rows, columns=["method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "settings"])
+
+
+def _explain(method, model: nn.Module, x: torch.Tensor, y, batch_size: int | None) -> torch.Tensor:
+    """``method(model, x, y)``, with ``batch_size`` when the method takes one."""
+    try:
+        takes_batch_size = "batch_size" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_batch_size = False
+    if takes_batch_size and batch_size is not None:
+        return method(model, x, y, batch_size=batch_size).detach()
+    return method(model, x, y).detach()
 
 
 def rank_agreement(table: pd.DataFrame, *, correlation: str = "kendall") -> pd.DataFrame:
@@ -195,7 +244,7 @@ def plot_report(table: pd.DataFrame, *, ncols: int = 4, size: tuple[float, float
     """
     import matplotlib.pyplot as plt
 
-    check_positive("ncols", ncols, integer=True)
+    check_int(ncols, "ncols")
     metrics = list(dict.fromkeys(table["metric"]))
     if not metrics:
         raise ValueError("the table is empty.")

@@ -1,6 +1,6 @@
 r"""Remove and retrain (ROAR) and keep and retrain (KAR) (chapter 10, after Hooker et al. 2019).
 
-Deleting pixels from a test image (:func:`~xaiutils.evaluation.faithfulness.deletion`) moves
+Deleting pixels from a test image (:func:`~xaiutils.evaluation.curves.deletion`) moves
 the image off the training distribution: the score may fall because the model never saw such
 images, not because the pixels mattered. ROAR removes the same fraction of the most relevant
 pixels from *every training and test image*, retrains a fresh model on the degraded data and
@@ -19,10 +19,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..attribution._batching import chunks
-from ..attribution._model_state import check_input
-from ._utils import check_map_for_input, check_positive, expand_features, progress_bar
-from .faithfulness import feature_ranks
+from ..core.batching import chunks
+from ..core.baselines import resolve_baseline
+from ..core.checks import check_input, check_int, check_number
+from ..core.seeding import seeded
+from ._utils import check_map_for_input, expand_features, progress_bar
+from .curves import feature_ranks
 from .sanity import reinitialise
 
 
@@ -39,7 +41,7 @@ def _degrade(x: torch.Tensor, ranks: torch.Tensor, count: int, keep: bool, fill:
 
 def roar(method, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
          y_test: torch.Tensor, *, fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), keep: bool = False,
-         removal="mean", make_model: Callable[[], nn.Module] | None = None, epochs: int = 3,
+         removal="dataset_mean", make_model: Callable[[], nn.Module] | None = None, epochs: int = 3,
          train_options: dict | None = None, seed: int = 0, batch_size: int | None = None,
          progress: bool = True) -> pd.DataFrame:
     r"""Remove (or keep) the most relevant pixels of every image, retrain, and measure test accuracy.
@@ -51,7 +53,9 @@ def roar(method, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         model: the trained model that is explained (left unchanged).
         x_train, y_train, x_test, y_test: the data set; every image is degraded.
         fractions: fractions of pixels removed (ROAR) or kept (``keep=True``, KAR).
-        removal: ``"mean"``, the per-channel mean of ``x_train`` (Hooker et al.), or a number.
+        removal: ``"dataset_mean"``, the per-channel mean of ``x_train`` (Hooker et al.), or any
+            baseline of :func:`xaiutils.core.baselines.resolve_baseline` (``"zeros"``, ``"blur"``,
+            a number, ...), computed for each image.
         make_model: builds the fresh model to retrain; default a re-initialised copy of ``model``
             (same architecture, seeded).
         epochs, train_options: passed to :func:`xaiutils.models.train` (with ``seed`` and
@@ -70,16 +74,16 @@ def roar(method, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
 
     check_input(x_train, name="x_train")
     check_input(x_test, name="x_test")
-    check_positive("epochs", epochs, integer=True)
-    if not len(fractions) or not all(0 <= f <= 1 for f in fractions):
-        raise ValueError(f"fractions must be a non-empty sequence of numbers in [0, 1], got {fractions!r}.")
-    if removal == "mean":
+    check_int(epochs, "epochs")
+    if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__len__") or not len(fractions):
+        raise ValueError(f"fractions must be a non-empty sequence of numbers in [0, 1]; got {fractions!r}.")
+    fractions = [check_number(f, "each of fractions", minimum=0, maximum=1) for f in fractions]
+    if isinstance(removal, str) and removal == "dataset_mean":
         dims = [0, *range(2, x_train.dim())]
-        fill = x_train.mean(dims, keepdim=True) if x_train.dim() > 2 else x_train.mean(0, keepdim=True)
-    elif isinstance(removal, (int, float)) and not isinstance(removal, bool):
-        fill = torch.tensor(float(removal), dtype=x_train.dtype)
+        fill_train = fill_test = x_train.mean(dims, keepdim=True)  # one value per channel, broadcast
     else:
-        raise ValueError(f"removal must be 'mean' or a number, got {removal!r}.")
+        fill_train = resolve_baseline(x_train, removal, seed=seed, name="removal")
+        fill_test = resolve_baseline(x_test, removal, seed=seed + 1, name="removal")
     ranks = {}
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if method == "random":
@@ -94,10 +98,9 @@ def roar(method, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
     rows = []
     for fraction in fractions:
         count = int(round(fraction * features))
-        x_tr = _degrade(x_train, ranks["train"], count, keep, fill.expand_as(x_train[:1]))
-        x_te = _degrade(x_test, ranks["test"], count, keep, fill.expand_as(x_test[:1]))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        x_tr = _degrade(x_train, ranks["train"], count, keep, fill_train)
+        x_te = _degrade(x_test, ranks["test"], count, keep, fill_test)
+        with seeded(seed):
             fresh = make_model() if make_model is not None else reinitialise(copy.deepcopy(model), seed)
             fresh.requires_grad_(True)
             train(fresh, x_tr, y_train, epochs=epochs, seed=seed, progress=progress, **(train_options or {}))

@@ -24,10 +24,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..attribution._batching import chunks
-from ..attribution._model_state import check_input, explaining
-from ..attribution._targets import Target
-from ._utils import attributions_of_rows, check_positive
+from ..core.batching import chunks
+from ..core.checks import check_input, check_int, check_number, check_positive
+from ..core.model_state import explaining
+from ..core.targets import Target
+from ._utils import attributions_of_rows
 
 NOISES = ("uniform", "gaussian")
 
@@ -39,8 +40,8 @@ def noise(x: torch.Tensor, samples: int, kind: str = "uniform", scale: float = 0
     ball of radius :math:`r`, as Captum's and Quantus' default); ``"gaussian"``:
     :math:`\delta_i \sim N(0, \sigma^2)` with :math:`\sigma` = ``scale``.
     """
-    check_positive("samples", samples, integer=True)
-    check_positive("scale (radius or sigma)", scale, allow_zero=True)
+    check_int(samples, "samples")
+    check_number(scale, "scale (radius or sigma)", minimum=0)
     generator = torch.Generator().manual_seed(seed)
     shape = (samples, *x.shape)
     if kind == "uniform":
@@ -73,7 +74,7 @@ def _feature_norm(t: torch.Tensor, p: float, batch_dims: int) -> torch.Tensor:
 
 
 def _sensitivities(method, model, x, target, radius, samples, p, relative, seed, batch_size, progress, options):
-    check_positive("radius", radius, allow_zero=True)
+    check_number(radius, "radius", minimum=0)
     delta = noise(x, samples, "uniform", radius, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
     change = _feature_norm(perturbed - original, p, 2)
@@ -161,7 +162,7 @@ def relative_input_stability(method: Callable[..., torch.Tensor], model: nn.Modu
 
     Returns ``(B,)``. Reference: ``agarwal2022rethinking``. Chapter 12.
     """
-    check_positive("eps_min", eps_min)
+    check_positive(eps_min, "eps_min")
     delta = noise(x, samples, noise_kind, sigma, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
 

@@ -24,9 +24,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..attribution._layers import resolve_layer
-from ..attribution._targets import Target
-from ._utils import check_positive, progress_bar, to_numpy
+from ..core.layers import resolve_layer
+from ..core.targets import Target
+from ..core.checks import check_int
+from ..core.seeding import seeded
+from ._utils import progress_bar, to_numpy
 from .similarity import SIMILARITIES
 
 Method = Callable[[nn.Module, torch.Tensor, Target], torch.Tensor]
@@ -39,8 +41,7 @@ def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
     The global random state of the caller is left as it was. BatchNorm layers get their
     initial affine parameters and running statistics back. Returns ``module``.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for m in module.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
@@ -138,7 +139,7 @@ def data_randomisation(model: nn.Module, random_model: nn.Module, x: torch.Tenso
     Both models explain the same ``target`` (e.g. the true labels). A method that passes gives
     dissimilar maps: the random-label model has memorised, not learned the digits. Neither model
     is changed. ``random_model`` comes from :func:`train_random_labels` or the model zoo
-    (``xaiutils.models.load("mnist-random-labels")``).
+    (``xaiutils.zoo.load("mnist-random-labels")``).
 
     Returns a tidy DataFrame ``method, metric, value`` (mean over examples with a defined value),
     ``std``, ``n``.
@@ -162,7 +163,7 @@ def train_random_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, s
     """
     from ..models import train
 
-    check_positive("epochs", epochs, integer=True)
+    check_int(epochs, "epochs")
     permutation = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return train(model, x, y[permutation.to(y.device)], epochs=epochs, seed=seed, progress=progress,
                  **train_options)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ._utils import check_map, check_pair, check_positive, pixel_map, to_numpy
+from ..core.checks import check_positive
+from ._utils import check_map, check_pair, pixel_map, to_numpy
 
 
 def _flat_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +46,7 @@ def spearman(a, b, *, absolute: bool = False) -> torch.Tensor:
     ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (ra * rb).sum(1) / np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return torch.from_numpy(rho)
+    return torch.from_numpy(rho).to(a.device)
 
 
 def ssim(a, b, *, data_range: float | None = None) -> torch.Tensor:
@@ -69,11 +70,12 @@ def ssim(a, b, *, data_range: float | None = None) -> torch.Tensor:
     a, b = check_pair(a, b)
     if a.dim() not in (3, 4):
         raise ValueError(f"SSIM needs image maps (B, H, W) or (B, C, H, W), got shape {tuple(a.shape)}.")
+    device = a.device
     a, b = to_numpy(pixel_map(a)), to_numpy(pixel_map(b))
     if min(a.shape[1:]) < 7:
         raise ValueError(f"SSIM uses a 7x7 window; the maps are only {a.shape[1]}x{a.shape[2]} pixels.")
     if data_range is not None:
-        check_positive("data_range", data_range)
+        check_positive(data_range, "data_range")
     values = []
     for ai, bi in zip(a, b):
         low, high = min(ai.min(), bi.min()), max(ai.max(), bi.max())
@@ -81,7 +83,7 @@ def ssim(a, b, *, data_range: float | None = None) -> torch.Tensor:
             values.append(1.0)  # two equal constant maps
             continue
         values.append(structural_similarity(ai, bi, data_range=data_range or high - low))
-    return torch.tensor(values, dtype=torch.float64)
+    return torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""One helper for every method that evaluates the model many times (paths, noise).
+"""One way to map a function over blocks of rows, and one meaning of ``batch_size``.
 
 ``batch_size`` means the same everywhere: the largest number of rows (examples x steps or
 examples x samples) passed through the model at once. ``None`` picks one input batch per pass,
@@ -10,12 +10,12 @@ from typing import Callable, Iterator
 
 import torch
 
+from .checks import check_int
+
 
 def chunks(total: int, batch_size: int | None, default: int) -> Iterator[slice]:
     """Slices covering ``range(total)`` with at most ``batch_size`` (or ``default``) rows each."""
-    size = default if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    size = default if batch_size is None else check_int(batch_size, "batch_size")
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 

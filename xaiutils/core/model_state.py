@@ -1,9 +1,9 @@
-"""The one place where attribution methods touch a user's model.
+"""The one place where ``xaiutils`` touches a user's model.
 
-Every method in :mod:`xaiutils.attribution` runs inside :func:`explaining`. On exit, also
-when the method raised, the model has its original training/eval mode, the original
-``requires_grad`` flag on every parameter, no hook that the method registered, no ``.grad``
-created by the method, and in-place activations switched back on.
+Every attribution method, metric and attack runs inside :func:`explaining`. On exit, also when
+the call raised, the model has its original training/eval mode, the original ``requires_grad``
+flag on every parameter, no hook that the call registered, no ``.grad`` created by it, and
+in-place activations switched back on.
 """
 from __future__ import annotations
 
@@ -14,23 +14,11 @@ from typing import Iterator
 import torch
 from torch import nn
 
-
-def check_input(x: torch.Tensor, *, min_dim: int = 2, name: str = "x") -> None:
-    """Raise a clear error for inputs that no attribution method can explain."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if x.dim() < min_dim:
-        raise ValueError(
-            f"{name} must be a batch with at least {min_dim} dimensions (batch first), got shape "
-            f"{tuple(x.shape)}. For a single example use {name}.unsqueeze(0)."
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; use {name}.float().")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf values; attributions of such inputs are meaningless.")
+from .checks import check_input, check_model_input
+from .targets import Target, check_target
 
 
-class _HookList(list):
+class HookList(list):
     """The hooks a method registered; all removed when :func:`explaining` exits."""
 
     def remove_all(self) -> None:
@@ -39,7 +27,8 @@ class _HookList(list):
 
 
 @contextmanager
-def explaining(model: nn.Module, x: torch.Tensor | None = None, *, min_dim: int = 2) -> Iterator[_HookList]:
+def explaining(model: nn.Module, x: torch.Tensor | None = None, target: Target | None = None, *,
+               min_dim: int = 2) -> Iterator[HookList]:
     """Prepare ``model`` for explanation and restore it afterwards.
 
     Inside the block the model is in eval mode, its parameters do not require gradients (so a
@@ -49,11 +38,18 @@ def explaining(model: nn.Module, x: torch.Tensor | None = None, *, min_dim: int 
 
     A model in training mode is explained in eval mode with a warning: dropout and batch
     statistics would otherwise make the explanation random.
+
+    Before anything changes, ``x`` is checked (:func:`~xaiutils.core.checks.check_input`,
+    :func:`~xaiutils.core.checks.check_model_input`) and so is ``target`` against ``x``'s batch
+    (:func:`~xaiutils.core.targets.check_target`).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     if x is not None:
         check_input(x, min_dim=min_dim)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        check_model_input(model, x)
+        if target is not None:
+            check_target(target, len(x))
     was_training = {m: m.training for m in model.modules()}
     if model.training:
         warnings.warn(
@@ -65,7 +61,7 @@ def explaining(model: nn.Module, x: torch.Tensor | None = None, *, min_dim: int 
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
-    hooks = _HookList()
+    hooks = HookList()
     try:
         model.eval()
         for p in params:

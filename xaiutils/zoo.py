@@ -1,0 +1,174 @@
+"""The model zoo: the trained models shipped with the package, and the recipes that train them (chapter 1).
+
+A recipe is data (:class:`Recipe`): the architecture, the data set, where training starts (a fresh
+seeded model or a shipped one) and one or more :class:`Phase` of :func:`xaiutils.models.train`
+with its options and loss. ``make weights`` (``python -m xaiutils.zoo``) runs every recipe in
+order (a recipe may fine-tune a model listed before it), saves the weights in
+``xaiutils/weights`` and records their SHA-256 in ``weights/manifest.json``; :func:`load` checks it.
+
+The zoo sits above :mod:`xaiutils.models` and :mod:`xaiutils.adversarial`: its recipes use both,
+and neither imports it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .adversarial.training import adversarial_loss, gradient_regularised_loss, noise_augmented_loss
+from .core.checks import check_choice
+from .models import MnistCNN, ShapesResNet, cross_entropy, random_labels, random_shift, train
+
+WEIGHTS = Path(__file__).parent / "weights"
+GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
+NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One call of :func:`xaiutils.models.train`. ``loss`` builds the ``loss_fn`` (default cross-entropy)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    augment: bool = False  # random shifts of up to 2 pixels (:func:`xaiutils.models.random_shift`)
+    seed: int = 0
+    loss: Callable[[], Callable] | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model of the zoo is trained."""
+
+    architecture: type[nn.Module]
+    data: str  # "mnist", "shapes" or "decoy_mnist"
+    phases: tuple[Phase, ...]
+    start: str | None = None  # fine-tune this shipped model; None: a fresh model built after torch.manual_seed(0)
+    labels: str = "true"  # or "random": the labels permuted (the data randomisation test)
+    description: str = ""
+    notes: dict = field(default_factory=dict)
+
+
+ZOO: dict[str, Recipe] = {
+    "mnist-standard": Recipe(MnistCNN, "mnist", (Phase(40, 3e-3, 1e-4, augment=True),),
+                             description="the standard MNIST CNN"),
+    "shapes-standard": Recipe(ShapesResNet, "shapes", (Phase(15, 3e-3),), description="the standard shapes ResNet"),
+    "mnist-pgd": Recipe(MnistCNN, "mnist", tuple(
+        Phase(epochs, 2e-3, augment=True, seed=phase,
+              loss=lambda epsilon=epsilon, phase=phase: adversarial_loss(epsilon, steps=7, seed=1000 * phase))
+        for phase, (epsilon, epochs) in enumerate([(0.1, 3), (0.2, 3), (0.3, 10)])),
+        start="mnist-standard",
+        description="PGD adversarial training (7 steps), fine-tuned from mnist-standard with epsilon 0.1 -> 0.3"),
+    "mnist-gradreg": Recipe(MnistCNN, "mnist", (
+        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: gradient_regularised_loss(GRADREG_LAMBDA)),),
+        description="input-gradient regularisation (double backpropagation), trained from scratch"),
+    "mnist-random-labels": Recipe(MnistCNN, "mnist", (Phase(100, 5e-3),), labels="random",
+                                  description="the training images with permuted labels, memorised"),
+    "decoy-mnist-standard": Recipe(MnistCNN, "decoy_mnist", (Phase(60, 5e-3),),
+                                   description="a standard model on decoy MNIST: it comes to rely on the patch"),
+    "shapes-pgd": Recipe(ShapesResNet, "shapes", (
+        Phase(6, 1e-3, loss=lambda: adversarial_loss(8 / 255, steps=4)),), start="shapes-standard",
+        description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard"),
+    "mnist-noise": Recipe(MnistCNN, "mnist", (
+        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: noise_augmented_loss(NOISE_SIGMA)),),
+        description="Gaussian noise augmentation (sigma = 0.5, unclipped), trained from scratch"),
+}
+
+
+def _training_data(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from . import data
+
+    if name == "mnist":
+        split = data.mnist()
+        return split.x_train, split.y_train
+    if name == "decoy_mnist":
+        split = data.decoy_mnist()
+        return split.x_train, split.y_train
+    split = data.shapes("train")
+    return split.x, split.y
+
+
+def train_recipe(recipe: Recipe, *, progress: bool = True) -> nn.Module:
+    """Run ``recipe``: the model it describes, trained (the fine-tuned start is loaded with :func:`load`)."""
+    x, y = _training_data(recipe.data)
+    if recipe.labels == "random":
+        y = random_labels(y)
+    if recipe.start is None:
+        torch.manual_seed(0)
+        model = recipe.architecture()
+    else:
+        model = load(recipe.start)
+    for phase in recipe.phases:
+        train(model, x, y, epochs=phase.epochs, lr=phase.lr, weight_decay=phase.weight_decay,
+              augment=random_shift if phase.augment else None, seed=phase.seed,
+              loss_fn=phase.loss() if phase.loss is not None else cross_entropy, progress=progress)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest() -> dict:
+    path = WEIGHTS / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RuntimeError(f"{path} is not valid JSON ({error}); restore it from the repository "
+                           "(git checkout xaiutils/weights/manifest.json) or run `make weights`.") from None
+    if not isinstance(manifest, dict) or not all(isinstance(entry, dict) for entry in manifest.values()):
+        raise RuntimeError(f"{path} must map each model name to {{'sha256': ..., 'file': ...}}; restore it from "
+                           "the repository or run `make weights`.")
+    return manifest
+
+
+def load(name: str) -> nn.Module:
+    """The trained model ``name`` of :data:`ZOO`, in eval mode, from the shipped weights.
+
+    The weights are loaded with ``weights_only=True`` after their SHA-256 is checked against
+    ``weights/manifest.json``. Missing or altered weights raise an error that names
+    ``make weights``, which retrains every model of the zoo.
+    """
+    check_choice(name, "name", ZOO)
+    path = WEIGHTS / f"{name}.pt"
+    expected = _manifest().get(name, {}).get("sha256")
+    if not path.exists() or expected is None:
+        raise FileNotFoundError(
+            f"no shipped weights for {name!r} at {path}. Run `make weights` (python -m xaiutils.zoo) "
+            "in the repository to train them.")
+    if _sha256(path) != expected:
+        raise RuntimeError(
+            f"the weights file {path} does not match its SHA-256 in weights/manifest.json; it is corrupt "
+            "or was changed by hand. Run `make weights` to retrain and record it.")
+    model = ZOO[name].architecture()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def build_weights(names: list[str] | None = None) -> dict:
+    """Train the models of :data:`ZOO` (all by default), save their weights and update the manifest."""
+    for name in names or []:
+        check_choice(name, "each of names", ZOO)
+    WEIGHTS.mkdir(exist_ok=True)
+    manifest = _manifest()
+    for name in names or list(ZOO):
+        model = train_recipe(ZOO[name])
+        path = WEIGHTS / f"{name}.pt"
+        torch.save(model.state_dict(), path)
+        manifest[name] = {"sha256": _sha256(path), "file": path.name}
+        # written after every model, so that a later recipe can load (and fine-tune) this one
+        (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+if __name__ == "__main__":
+    import sys
+
+    build_weights(sys.argv[1:] or None)
