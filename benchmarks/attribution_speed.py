@@ -45,7 +45,7 @@ def cases(model, x, target, steps):
     from zennit.torchvision import ResNetCanonizer
     from zennit.canonizers import SequentialMergeBatchNorm
 
-    layer = importlib.import_module("xaiutils.attribution.cam")._default_layer(model)[0]
+    layer = importlib.import_module("xaiutils.attribution.cam").default_layer(model)[0]
     cam_targets = [ClassifierOutputTarget(int(t)) for t in target]
     is_resnet = isinstance(model, torchvision.models.ResNet)
     canonizers = [ResNetCanonizer()] if is_resnet else [SequentialMergeBatchNorm()]

@@ -17,6 +17,7 @@ from xaiutils.models import MnistCNN, ShapesResNet
 
 # the package exports the function `cam`, which shadows the module of the same name
 C = importlib.import_module("xaiutils.attribution.cam")
+FG = importlib.import_module("xaiutils.attribution.fullgrad")
 
 GRAD_METHODS = [C.grad_cam, C.grad_cam_pp, C.xgrad_cam, C.layer_cam]
 
@@ -175,9 +176,9 @@ def test_fullgrad_matches_pytorch_grad_cam(name):
 
     factory, shape, _, target = CASES[name]
     model, x = factory(), batch(shape)
-    ours = C.fullgrad(model, x, target)
+    ours = FG.fullgrad(model, x, target)
     with explaining(model, x) as hooks:
-        _, bias_terms, _ = C._full_gradient_terms(model, x, target, hooks)
+        _, bias_terms, _ = FG.full_gradient_terms(model, x, target, hooks)
     targets = [ClassifierOutputTarget(int(t)) for t in target]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -200,7 +201,7 @@ def test_fullgrad_completeness(name):
     factory, shape, _, target = CASES[name]
     model, x = factory(), batch(shape)
     with explaining(model, x) as hooks:
-        input_term, bias_terms, scores = C._full_gradient_terms(model, x, target, hooks)
+        input_term, bias_terms, scores = FG.full_gradient_terms(model, x, target, hooks)
     total = input_term.sum((1, 2, 3)) + sum(t.flatten(1).sum(1) for t in bias_terms)
     _close(total, scores, 1e-10)
     # the input term alone is not complete: the biases carry part of the score
@@ -273,7 +274,7 @@ def test_bad_layers_raise_clear_errors():
         C.grad_cam(net, batch((1, 3, 32, 32)), 0, layer="layer4.1.relu")
 
 
-@pytest.mark.parametrize("method", GRAD_METHODS + [C.fullgrad, C.guided_grad_cam])
+@pytest.mark.parametrize("method", GRAD_METHODS + [FG.fullgrad, C.guided_grad_cam])
 def test_targets_int_tensor_callable_and_batching(method):
     model, x = mnist_cnn(), batch((3, 1, 28, 28), seed=3)
     by_int = method(model, x, 2)
@@ -303,11 +304,11 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         C.grad_cam(model, batch((2, 1, 28, 28)), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
-        C.fullgrad(model, batch((2, 1, 28, 28)), torch.tensor([1, 2, 3]), batch_size=1)
+        FG.fullgrad(model, batch((2, 1, 28, 28)), torch.tensor([1, 2, 3]), batch_size=1)
     with pytest.raises(TypeError, match="torch.Tensor"):
         C.cam(model, np.zeros((1, 1, 28, 28)), 0)
     with pytest.raises(TypeError, match="floating-point"):
-        C.fullgrad(model, torch.zeros(1, 1, 28, 28, dtype=torch.long), 0)
+        FG.fullgrad(model, torch.zeros(1, 1, 28, 28, dtype=torch.long), 0)
 
 
 # ---------------------------------------------------------------------------- side effects
@@ -341,13 +342,13 @@ CALLS = {
     "xgrad_cam": lambda m, x: C.xgrad_cam(m, x, 1, layer="layer3"),
     "layer_cam": lambda m, x: C.layer_cam(m, x, 1, layer="layer2.0.bn2"),
     "guided_grad_cam": lambda m, x: C.guided_grad_cam(m, x, 1, layer="layer4"),
-    "fullgrad": lambda m, x: C.fullgrad(m, x, 1),
+    "fullgrad": lambda m, x: FG.fullgrad(m, x, 1),
     # raising calls
     "bad_name": lambda m, x: C.grad_cam(m, x, 1, layer="nope"),
     "reused_layer": lambda m, x: C.layer_cam(m, x, 1, layer="layer4.0.relu"),
     "bad_target": lambda m, x: C.grad_cam_pp(m, x, 5000),
     "cam_wrong_layer": lambda m, x: C.cam(m, x, 1, layer="layer3"),
-    "fullgrad_bad_target": lambda m, x: C.fullgrad(m, x, lambda out: out),
+    "fullgrad_bad_target": lambda m, x: FG.fullgrad(m, x, lambda out: out),
 }
 
 

@@ -23,10 +23,10 @@ from .training import eval_mode
 # ---------------------------------------------------------------------------- Heo et al.
 def _layer_in_copy(model: nn.Module, fooled: nn.Module, layer) -> tuple[nn.Module, bool]:
     """The Grad-CAM layer of ``fooled`` (a deep copy of ``model``) and whether its input is watched."""
-    from ..attribution.cam import _default_layer
+    from ..attribution.cam import default_layer
 
     if layer is None:
-        return _default_layer(fooled)
+        return default_layer(fooled)
     if isinstance(layer, nn.Module):
         names = {module: name for name, module in model.named_modules()}
         if layer not in names:

@@ -11,7 +11,8 @@ from functools import partial
 from typing import Callable
 
 from .backprop import deconvnet, guided_backprop
-from .cam import cam, fullgrad, grad_cam, grad_cam_pp, guided_grad_cam, layer_cam, xgrad_cam
+from .cam import cam, grad_cam, grad_cam_pp, guided_grad_cam, layer_cam, xgrad_cam
+from .fullgrad import fullgrad
 from .deeplift import deeplift
 from .gradients import gradient, gradient_x_input
 from .lrp import lrp

@@ -7,7 +7,8 @@ score :math:`y_c` with respect to them. A variant only says how to weigh the act
 .. math:: M_c = \\operatorname{ReLU}\\Big(\\sum_k W^{kc} \\odot A^k\\Big),
 
 where :math:`W^{kc}` is one number per channel (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM) or one
-per pixel (Layer-CAM). The map :math:`M_c` has the layer's resolution :math:`h \\times w`; it is
+per pixel (Layer-CAM): a variant is a weights function (``grad_cam_weights``, ...) on one core,
+:func:`cam_core`. FullGrad, which is not a layer method, is in :mod:`.fullgrad`. The map :math:`M_c` has the layer's resolution :math:`h \\times w`; it is
 upsampled bilinearly (``align_corners=False``) to the input's :math:`H \\times W` unless
 ``upsample=False``. All methods return ``(B, 1, H, W)`` (Guided Grad-CAM: ``x``'s shape).
 
@@ -42,7 +43,6 @@ Weigh = Callable[[torch.Tensor, "torch.Tensor | None", Target], torch.Tensor]
 
 _GRAD_CAM_PP_EPS = 1e-6  # as pytorch-grad-cam
 _XGRAD_CAM_EPS = 1e-7    # as pytorch-grad-cam
-_FULLGRAD_EPS = 1e-7     # as pytorch-grad-cam's min-max scaling
 
 
 # ---------------------------------------------------------------------------- the shared core
@@ -69,7 +69,7 @@ def _watch(layer: nn.Module, hooks: list, *, on_input: bool = False) -> list[tor
     return seen
 
 
-def _default_layer(model: nn.Module) -> tuple[nn.Module, bool]:
+def default_layer(model: nn.Module) -> tuple[nn.Module, bool]:
     """The activations that feed the last global average pooling, else the last ``nn.Conv2d``'s output.
 
     In module order the last convolution can be a side branch (a ResNet's 1x1 shortcut), while
@@ -81,17 +81,18 @@ def _default_layer(model: nn.Module) -> tuple[nn.Module, bool]:
         return last_conv_layer(model), False
 
 
-def _cam_core(model: nn.Module, x: torch.Tensor, target: Target, layer, weigh: Weigh, *,
-              default_layer=None, relu: bool = True, upsample: bool = True, gradients: bool = True,
-              batch_size: int | None = None) -> torch.Tensor:
+def cam_core(model: nn.Module, x: torch.Tensor, target: Target, layer, weigh: Weigh, *,
+             find_layer=None, relu: bool = True, upsample: bool = True, gradients: bool = True,
+             batch_size: int | None = None) -> torch.Tensor:
     """Run the model once per chunk, weigh the layer's activations and sum over channels.
 
-    ``layer``: a module, a dotted name, or ``None`` for ``default_layer(model)``, which returns
+    ``layer``: a module, a dotted name, or ``None`` for ``find_layer(model)`` (default
+    :func:`default_layer`), which returns
     ``(module, on_input)``: watch that module's output, or its input. Returns ``(B, 1, h, w)``, or
     ``(B, 1, H, W)`` when ``upsample``.
     """
     with explaining(model, x, target, min_dim=4) as hooks:
-        layer, on_input = (default_layer or _default_layer)(model) if layer is None else (resolve_layer(model, layer), False)
+        layer, on_input = (find_layer or default_layer)(model) if layer is None else (resolve_layer(model, layer), False)
         seen = _watch(layer, hooks, on_input=on_input)
 
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
@@ -184,12 +185,12 @@ def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Module |
                 f"{fc.in_features} features; pass the layer whose activations feed the global average pooling.")
         return fc.weight[chunk_index][:, :, None, None]
 
-    return _cam_core(model, x, index, layer, weigh, default_layer=_gap_input, relu=False, upsample=upsample,
+    return cam_core(model, x, index, layer, weigh, find_layer=_gap_input, relu=False, upsample=upsample,
                      gradients=False, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------- Grad-CAM and variants
-def _grad_cam_weights(a, g, target):
+def grad_cam_weights(a, g, target):
     return g.mean((2, 3), keepdim=True)
 
 
@@ -216,10 +217,10 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Mod
 
     Reference: ``selvaraju2017grad``. Chapter 7.
     """
-    return _cam_core(model, x, target, layer, _grad_cam_weights, upsample=upsample, batch_size=batch_size)
+    return cam_core(model, x, target, layer, grad_cam_weights, upsample=upsample, batch_size=batch_size)
 
 
-def _grad_cam_pp_weights(a, g, target):
+def grad_cam_pp_weights(a, g, target):
     g2 = g * g
     alpha = g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g2 * g + _GRAD_CAM_PP_EPS)
     alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
@@ -244,10 +245,10 @@ def grad_cam_pp(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.
 
     Reference: ``chattopadhay2018grad``. Chapter 7.
     """
-    return _cam_core(model, x, target, layer, _grad_cam_pp_weights, upsample=upsample, batch_size=batch_size)
+    return cam_core(model, x, target, layer, grad_cam_pp_weights, upsample=upsample, batch_size=batch_size)
 
 
-def _xgrad_cam_weights(a, g, target):
+def xgrad_cam_weights(a, g, target):
     return (a * g).sum((2, 3), keepdim=True) / (a.sum((2, 3), keepdim=True) + _XGRAD_CAM_EPS)
 
 
@@ -265,10 +266,10 @@ def xgrad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Mo
 
     Reference: ``fu2020axiom``. Chapter 7.
     """
-    return _cam_core(model, x, target, layer, _xgrad_cam_weights, upsample=upsample, batch_size=batch_size)
+    return cam_core(model, x, target, layer, xgrad_cam_weights, upsample=upsample, batch_size=batch_size)
 
 
-def _layer_cam_weights(a, g, target):
+def layer_cam_weights(a, g, target):
     return g.clamp(min=0)
 
 
@@ -284,7 +285,7 @@ def layer_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Mo
 
     Reference: ``jiang2021layercam``. Chapter 7.
     """
-    return _cam_core(model, x, target, layer, _layer_cam_weights, upsample=upsample, batch_size=batch_size)
+    return cam_core(model, x, target, layer, layer_cam_weights, upsample=upsample, batch_size=batch_size)
 
 
 def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: nn.Module | str | None = None,
@@ -304,107 +305,3 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer:
     """
     with explaining(model, x, target, min_dim=4):
         return grad_cam(model, x, target, layer=layer, batch_size=batch_size) * guided_backprop(model, x, target, batch_size=batch_size)
-
-
-# ---------------------------------------------------------------------------- FullGrad
-_BIASED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _effective_bias(module: nn.Module) -> torch.Tensor | None:
-    """The bias of a layer; for BatchNorm in eval mode, :math:`\\beta - \\gamma\\mu/\\sqrt{\\sigma^2+\\epsilon}`."""
-    if isinstance(module, _BATCHNORM):
-        if module.running_mean is None:
-            raise ValueError("FullGrad needs BatchNorm layers with running statistics (track_running_stats=True).")
-        scale = torch.rsqrt(module.running_var + module.eps)
-        if module.weight is not None:
-            scale = scale * module.weight
-        bias = -module.running_mean * scale
-        return bias if module.bias is None else bias + module.bias
-    return module.bias if isinstance(module, _BIASED) else None
-
-
-def _full_gradient_terms(model: nn.Module, x: torch.Tensor, target: Target, hooks: list):
-    """FullGrad's decomposition, with the model already prepared by :func:`explaining`.
-
-    Returns ``(input_term, bias_terms, scores)``: :math:`x \\odot \\nabla_x y_c`, and for every call
-    of a layer with a bias :math:`b` (Linear, Conv, BatchNorm) the bias-gradient
-    :math:`b \\odot \\partial y_c / \\partial z` (``z`` the layer's output, ``b`` broadcast over
-    its positions). For a piecewise-linear network (ReLU, max/average pooling, BatchNorm in
-    eval mode) everything adds up to the score: completeness.
-    """
-    calls: list[tuple[tuple[torch.Tensor, bool], torch.Tensor]] = []
-    for module in model.modules():
-        if isinstance(module, _BIASED + _BATCHNORM) and _effective_bias(module) is not None:
-            hooks.append(module.register_forward_hook(
-                lambda m, args, out: calls.append(((_effective_bias(m), isinstance(m, nn.Linear)), out))))
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        scores = select(model(x), target)
-        grads = torch.autograd.grad(scores.sum(), [x] + [out for _, out in calls], allow_unused=True)
-    bias_terms = [_broadcast_bias(module_bias, g) * g for (module_bias, _), g in zip(calls, grads[1:]) if g is not None]
-    return x.detach() * grads[0], bias_terms, scores.detach()
-
-
-def _broadcast_bias(bias_of_layer: tuple[torch.Tensor, bool], grad: torch.Tensor) -> torch.Tensor:
-    """A layer's bias shaped against its output: on the last dim for a Linear layer (which may run on
-    ``(B, tokens, features)`` as in a transformer), on the channel dim for convolutions and BatchNorm."""
-    bias, on_last_dim = bias_of_layer
-    if on_last_dim:
-        return bias.view(*[1] * (grad.dim() - 1), -1)
-    return bias.view(1, -1, *[1] * (grad.dim() - 2))
-
-
-def _fullgrad_psi(term: torch.Tensor, size) -> torch.Tensor:
-    """pytorch-grad-cam's post-processing: abs, each channel min-max scaled to [0, 1], summed, upsampled."""
-    term = term.abs()
-    term = term - term.amin((2, 3), keepdim=True)
-    term = term / (term.amax((2, 3), keepdim=True) + _FULLGRAD_EPS)
-    return F.interpolate(term.sum(1, keepdim=True), size=size, mode="bilinear", align_corners=False)
-
-
-def fullgrad(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: int | None = None) -> torch.Tensor:
-    """FullGrad: the input-gradient and every convolutional bias-gradient, each as a saliency map.
-
-    FullGrad splits the score of a piecewise-linear network exactly into input and bias parts,
-
-    .. math:: y_c = \\sum_i x_i \\frac{\\partial y_c}{\\partial x_i}
-              + \\sum_{\\text{layers } l} \\sum_{\\text{positions}} b_l \\odot
-              \\frac{\\partial y_c}{\\partial z_l},
-
-    (:math:`z_l` the layer's output, :math:`b_l` its bias; BatchNorm's is
-    :math:`\\beta - \\gamma\\mu/\\sqrt{\\sigma^2+\\epsilon}`), and shows both:
-
-    .. math:: S_c = \\sum_{k} \\psi\\big(x \\odot \\nabla_x y_c\\big)_k
-              + \\sum_{l \\text{ spatial}} \\sum_k \\psi\\big(b_l \\odot \\partial y_c/\\partial z_l\\big)_k,
-
-    where :math:`\\psi` takes the absolute value of one channel :math:`k`, rescales it to
-    :math:`[0, 1]` (min-max, :math:`\\epsilon = 10^{-7}`) and upsamples it bilinearly to
-    ``H, W``. Only layers with a spatial output (Conv2d, BatchNorm2d) enter the map. This is
-    pytorch-grad-cam's ``FullGrad`` without its final min-max rescaling of the sum (the
-    official implementation instead rescales each layer as a whole and upsamples with
-    ``align_corners=True``).
-
-    Args:
-        model: the classifier.
-        x: input batch ``(B, C, H, W)``.
-        target: an int, a ``(B,)`` tensor of class indices, or a callable ``output -> (B,)``.
-        batch_size: at most this many examples per pass (default: the whole batch).
-
-    Returns:
-        ``(B, 1, H, W)``, non-negative, not normalised.
-
-    Reference: ``srinivas2019full``. Chapter 7.
-    """
-    size = x.shape[-2:]
-    with explaining(model, x, target, min_dim=4) as hooks:
-        def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
-            hooks.remove_all()
-            input_term, bias_terms, _ = _full_gradient_terms(model, rows, rows_of(target, s), hooks)
-            saliency = _fullgrad_psi(input_term, size)
-            for term in bias_terms:
-                if term.dim() == 4:
-                    saliency = saliency + _fullgrad_psi(term, size)
-            return saliency
-
-        return map_batched(one, x, batch_size, x.shape[0])

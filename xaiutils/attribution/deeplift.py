@@ -103,7 +103,7 @@ def _ratio(dy: torch.Tensor, dz: torch.Tensor, slope) -> torch.Tensor:
     return ratio
 
 
-class _Rescale(torch.autograd.Function):
+class Rescale(torch.autograd.Function):
     """Forward: the module's output ``y`` (``out``, a detached alias marked dirty, becomes the output
     without a copy). Backward: the gradient times the Rescale multiplier :math:`(y - y') / (z - z')`."""
 
@@ -199,7 +199,7 @@ def _register(model: nn.Module, hooks: list, rule: str, calls: _Calls, splits: d
     def rescale_hook(module, args, out):
         if calls.recording:
             return calls.record(module, args[0], out)
-        return _Rescale.apply(args[0], out.detach(), module, *calls.recall(module))
+        return Rescale.apply(args[0], out.detach(), module, *calls.recall(module))
 
     def maxpool_hook(module, args, out):
         if calls.recording:
