@@ -83,3 +83,14 @@ def test_star_import_exports_every_function():
     namespace = {}
     exec("from xaiutils.attribution import *", namespace)
     assert {"METHODS", "gradient", "lrp", "grad_cam", "smoothgrad", "occlusion"} <= set(namespace)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_takes_batch_size_and_it_changes_nothing_but_memory(name):
+    model = mnist_cnn()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([1, 4, 7])
+    whole = METHODS[name](model, x, target, **options(name, x))
+    one_by_one = METHODS[name](model, x, target, batch_size=1, **options(name, x))
+    # float32: a batch of one may take other kernels than a batch of three, so the last digits may move
+    assert torch.allclose(one_by_one, whole, rtol=1e-4, atol=1e-5 * whole.abs().max().item())
