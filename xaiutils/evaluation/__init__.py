@@ -3,6 +3,19 @@
 Plain, batched functions that return one value per example (a ``(B,)`` tensor) unless they
 return a curve or a table. The chapters: 9 (axioms, sanity checks), 10 (faithfulness,
 complexity), 11 (localisation), 12 (robustness of explanations), 16 (the report card).
+
+One argument order, by what a metric judges:
+
+* a map: ``metric(model, x, attr, target, *, settings)``, a method's own call with the map put in
+  before the target (deletion, insertion, AOPC, infidelity, sensitivity-n, EvalAttAI, completeness);
+* a method, which the metric calls again on changed inputs or models:
+  ``metric(method, model, x, target, *, settings)``, the method in front of its own call
+  (max-sensitivity, local Lipschitz, input invariance, sensitivity(a), ROAR);
+* maps alone: ``metric(attr)``, ``metric(attr, mask)``, ``similarity(a, b)``;
+* several methods at once, as a table: ``metric(model, x, target, methods)``
+  (model and data randomisation, :func:`evaluate`).
+
+Removals and baselines take the vocabulary of :mod:`xaiutils.core.baselines`.
 """
 from .axioms import (completeness, dummy, implementation_invariance, input_invariance, rescaled_copy,
                      sensitivity_a, shifted_copy)
