@@ -1,5 +1,7 @@
 """Tests of xaiutils.attribution.lrp: closed forms, a matrix-form re-implementation, Zennit, conservation."""
+import contextlib
 import types
+from unittest import mock
 
 import pytest
 import torch
@@ -8,9 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from xaiutils.attribution.gradients import gradient_x_input
+from xaiutils.attribution import _relevance
 from xaiutils.attribution.lrp import (
-    COMPOSITES, Composite, Part, Rule, Term, alpha_beta_rule, epsilon_rule, flat_rule, gamma_rule, lrp, zbox_rule,
-    zplus_rule)
+    COMPOSITES, RESIDUALS, Composite, Part, Rule, Term, alpha_beta_rule, epsilon_rule, flat_rule, gamma_rule, lrp,
+    named_composite, zbox_rule, zplus_rule)
 from xaiutils.models import BasicBlock
 
 zennit = pytest.importorskip("zennit")
@@ -62,17 +65,23 @@ def test_epsilon_conserves_relevance_on_bias_free_nets():
     assert torch.allclose(difference.flatten(1).sum(1), out[:, 0] - out[:, 1], rtol=1e-9)
 
 
-def test_residual_sums_and_merged_batchnorm_conserve_relevance():
-    """ShapesResNet with bias-free BatchNorms (zero mean and shift) has no bias anywhere but the last
-    layer, which we zero too: LRP-epsilon then conserves relevance through the merged BatchNorms, the
-    residual sums and the average pooling (up to the stabilisers). With the plain gradient of ``+`` the
-    sum would not be conserved."""
+def bias_free_shapes_resnet() -> nn.Module:
+    """ShapesResNet (float64) whose BatchNorms have zero mean and shift and whose head has no bias."""
     model = shapes_resnet().double()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.zero_()
             m.bias.data.zero_()
     model.fc.bias.data.zero_()
+    return model
+
+
+def test_residual_sums_and_merged_batchnorm_conserve_relevance():
+    """ShapesResNet with bias-free BatchNorms (zero mean and shift) has no bias anywhere but the last
+    layer, which we zero too: LRP-epsilon then conserves relevance through the merged BatchNorms, the
+    residual sums and the average pooling (up to the stabilisers). With the plain gradient of ``+`` the
+    sum would not be conserved."""
+    model = bias_free_shapes_resnet()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     target = model(x).argmax(1)
     attr = lrp(model, x, target, composite="epsilon", epsilon=1e-12)
@@ -393,3 +402,72 @@ def test_grouped_convolution_and_inputs_of_both_signs_agree_with_zennit():
     _, theirs = zennit_lrp(model, x, target, "epsilon_plus")
     ours = lrp(model, x, target, composite="epsilon_plus")
     assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-10 * theirs.abs().max().item())
+
+
+# ---------------------------------------------------------------------------- residual sums, named composites, errors
+def test_residual_gradient_copies_relevance_to_both_branches():
+    """With ``residual="gradient"`` each residual sum copies its relevance to both branches: on the
+    bias-free ShapesResNet, whose branches each conserve relevance, every block doubles the sum, so it
+    is 2^3 f_c(x) after its three blocks instead of f_c(x) (chapter 6)."""
+    model, x = bias_free_shapes_resnet(), torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    target = model(x).argmax(1)
+    blocks = sum(isinstance(m, BasicBlock) for m in model.modules())
+    assert blocks == 3
+    shared = lrp(model, x, target, composite="epsilon", epsilon=1e-12, residual="proportional")
+    copied = lrp(model, x, target, composite="epsilon", epsilon=1e-12, residual="gradient")
+    assert torch.allclose(shared.flatten(1).sum(1), score(model, x, target), rtol=1e-4)
+    assert torch.allclose(copied.flatten(1).sum(1), 2 ** blocks * score(model, x, target), rtol=1e-4)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: shapes_resnet().double(), (2, 3, 32, 32)),
+                                         (lambda: resnet18().double(), (1, 3, 64, 64))])
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_plus"])
+def test_residual_gradient_is_the_plain_backward_of_plus(make, shape, composite):
+    """``residual="gradient"`` is LRP with the residual additions left to autograd (what chapter 6 once
+    got by switching off ``explicit_additions``), and it differs from the default proportional sharing."""
+    model = make()
+    torch.manual_seed(1)
+    x = torch.randn(*shape, dtype=torch.float64)
+    target = model(x).argmax(1)
+    before = snapshot(model)
+    copied = lrp(model, x, target, composite=composite, residual="gradient")
+    with mock.patch.object(_relevance, "explicit_additions", lambda replace: contextlib.nullcontext()):
+        plain_plus = lrp(model, x, target, composite=composite)
+    shared = lrp(model, x, target, composite=composite)
+    assert torch.equal(copied, plain_plus)
+    assert not torch.allclose(copied, shared, rtol=1e-3)
+    assert torch.equal(shared, lrp(model, x, target, composite=composite, residual="proportional"))
+    assert_unchanged(model, before)
+
+
+def test_named_composite_is_what_a_name_means():
+    model, x = mnist_cnn().double(), torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    target = torch.tensor([3, 1, 4])
+    for name in COMPOSITES:
+        composite = named_composite(name, epsilon=0.01, gamma=0.5, low=-1.0, high=2.0)
+        assert isinstance(composite, Composite)
+        expected = lrp(model, x, target, composite=name, epsilon=0.01, gamma=0.5, low=-1.0, high=2.0)
+        assert torch.equal(lrp(model, x, target, composite=composite), expected)
+    assert named_composite("epsilon_gamma_box").first_on == "conv"
+    with pytest.raises(ValueError, match="did you mean 'epsilon_plus'"):
+        named_composite("epsilon_plsu")
+
+
+def test_bad_residual_and_no_hook_left_on_error():
+    """A bad ``residual`` is refused before the model is touched; an error raised during the forward
+    pass (a BatchNorm without running statistics cannot be merged) leaves no hook behind, for the
+    epsilon rule's shortcut and for the general mechanism alike."""
+    model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="residual must be one of 'proportional', 'gradient'"):
+        lrp(model, x, 0, residual="copy")
+    assert RESIDUALS == ("proportional", "gradient")
+    assert_unchanged(model, before)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 2)).eval()
+    before = snapshot(model)
+    for composite in ("epsilon", "epsilon_plus"):
+        with pytest.raises(ValueError, match="running statistics"):
+            lrp(model, torch.randn(2, 3, 8, 8), 0, composite=composite)
+        assert_unchanged(model, before)

@@ -11,7 +11,7 @@ like that, and both are rewritten here *for the explanation only*; the model is 
 * A residual connection ``a + b`` written with ``+`` in a model's ``forward``. It is an operation of
   its own, through which relevance must be shared between the two branches instead of being copied
   to both, as the plain gradient of ``+`` does. :func:`explicit_additions` routes every such
-  addition through a function of our choice.
+  addition through a function of our choice; ``lrp(..., residual="gradient")`` leaves them to ``+``.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def explicit_additions(replace: Callable[[torch.Tensor, torch.Tensor], torch.Ten
     """Inside the block, ``a + b`` (also ``torch.add``, ``a += b``) is computed as ``replace(a, b)``.
 
     Only additions of two tensors of the same shape that both require gradients are replaced: inside
-    :func:`~xaiutils.attribution._model_state.explaining` parameters do not require gradients, so
+    :func:`~xaiutils.core.model_state.explaining` parameters do not require gradients, so
     these are exactly the additions of two branches computed from the input, such as the residual
     connections of a ResNet. Adding a bias or a constant is left alone. ``a.add_(b)`` keeps its
     in-place meaning. Additions written as ``torch.sum(torch.stack(...))`` are not seen.

@@ -1,170 +1,123 @@
-"""The mechanism behind LRP (chapter 6): rule and composite types, the layer-wise redistribution
-shared by every rule, and the autograd nodes and hooks that carry relevance through the backward pass.
+"""The mechanism behind LRP (chapter 6): one hook per layer that runs the layer's rule in the backward pass.
 
-:mod:`.lrp` declares the rules and composites and is the public entry point; this module runs them.
+:mod:`.lrp` declares the rules (a :class:`~.lrp.Rule` is parts of terms, a term three modifier
+functions) and says which layer gets which (a :class:`~.lrp.Composite`); this module runs them, as
+Zennit's ``core.Hook`` runs Zennit's rules. For a layer :math:`z = W x + b` whose output holds the
+relevance :math:`R_j`, every rule has the gradient-times-input form of chapter 6
+
+.. math:: z^{(k)} = \\rho_k(W)\\,\\iota_k(x) + \\rho_k(b), \\qquad
+          s_j = \\frac{R_j}{\\operatorname{stab}\\big(\\sum_k z^{(k)}_j\\big)}, \\qquad
+          c^{(k)} = \\rho_k(W)^{\\top} s, \\qquad
+          R_i = \\sum_k \\iota_k(x)_i \\, c^{(k)}_i ,
+
+one such sum for each part of the rule, weighted by the part's scale. :math:`c^{(k)}` is the gradient
+of :math:`z^{(k)}` with respect to its input, weighted by :math:`s`: autograd computes it.
+:meth:`RelevanceHook.backward` is this equation, line by line.
+
+How the relevance travels through the model's own backward pass:
+
+* every Linear/Conv layer (and every average pooling) gets a :class:`RelevanceHook`: its forward hook
+  returns the layer's output through an autograd node whose backward is the rule;
+* the epsilon rule needs no forward pass of its own: its :math:`c = W^\\top s` is the layer's own
+  gradient, so its hook only divides by :math:`\\operatorname{stab}(z)` at the output and multiplies by
+  :math:`x` at the input;
+* a BatchNorm right after a layer joins it: the pair is explained as one layer (:meth:`RelevanceHook.join`);
+* activations, and a BatchNorm on its own, pass relevance on unchanged; max-pooling passes it to
+  the maximum, which is its gradient;
+* a residual sum ``a + b`` shares relevance in proportion to ``a`` and ``b`` (``residual="proportional"``,
+  Zennit's Sum rule), or copies it to both, which is the plain gradient of ``+`` (``residual="gradient"``).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from contextlib import nullcontext
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
+from ..core.model_state import HookList
+from ..core.targets import Target, select
 from ._canonize import BATCHNORM, batchnorm_scale, explicit_additions, merge_batchnorm
-from ._targets import Target, select
+
+if TYPE_CHECKING:
+    from .lrp import Part, Rule
 
 STABILISER = 1e-6  # added to the denominators of all rules but epsilon, as Zennit does
+RESIDUALS = ("proportional", "gradient")  # how a residual sum a + b shares relevance; see the module docstring
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LAYERS = (nn.Linear,) + CONVOLUTIONS
+AVERAGE_POOLINGS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                    nn.AdaptiveAvgPool3d)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+               nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
 
 
-def _same(t):
+# ---------------------------------------------------------------------------- modifiers and the stabiliser
+def identity(t: torch.Tensor) -> torch.Tensor:
+    """The modifier that changes nothing."""
     return t
 
 
-def _pos(t):
+def positive(t: torch.Tensor) -> torch.Tensor:
+    """:math:`t^+ = \\max(t, 0)`."""
     return t.clamp(min=0)
 
 
-def _neg(t):
+def negative(t: torch.Tensor) -> torch.Tensor:
+    """:math:`t^- = \\min(t, 0)`."""
     return t.clamp(max=0)
 
 
-# ---------------------------------------------------------------------------- rules
-class Term(NamedTuple):
-    """One forward pass of a rule: modifiers for the layer's input, weight and bias."""
-    input: Callable[[torch.Tensor], torch.Tensor] = _same
-    weight: Callable[[torch.Tensor], torch.Tensor] = _same
-    bias: Callable[[torch.Tensor], torch.Tensor] = _same
-
-
-class Part(NamedTuple):
-    """Terms that share one denominator; ``scale`` weighs the part's relevance, ``where`` restricts it
-    to the outputs with a positive or negative original value."""
-    terms: tuple[Term, ...]
-    scale: float = 1.0
-    where: str | None = None
-
-
-class Rule(NamedTuple):
-    """An LRP rule: its parts, and the stabiliser added (with the denominator's sign) to denominators."""
-    parts: tuple[Part, ...]
-    stabiliser: float = STABILISER
-
-
-class Composite(NamedTuple):
-    """Which rule each Linear/Conv layer gets: ``first`` for the first layer (the first module in
-    ``model.modules()`` order of the kind ``first_on``, "conv" or "any"), ``conv`` for convolutions,
-    ``dense`` for ``nn.Linear``."""
-    dense: Rule
-    conv: Rule
-    first: Rule | None = None
-    first_on: str = "any"
-
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_LAYERS = (nn.Linear,) + _CONV
-_AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-            nn.AdaptiveAvgPool3d)
-_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
-
-
-class _Layer(NamedTuple):
-    """A layer as ``fn(input, weight, bias)``, so that rules can run it with modified parameters;
-    ``dim``: the input dimension along which the terms of a rule can be stacked into one pass."""
-    fn: Callable
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    dim: int | None
-
-    def __call__(self, x):
-        return self.fn(x, self.weight, self.bias)
-
-
-def _layer(module: nn.Module) -> _Layer:
-    if isinstance(module, nn.Linear):
-        return _Layer(F.linear, module.weight, module.bias, -1)
-    return _Layer(module._conv_forward, module.weight, module.bias, 1 if module.groups == 1 else None)
-
-
-def _stabilise(z: torch.Tensor, stabiliser: float) -> torch.Tensor:
-    """``z + stabiliser * sign(z)``, with sign(0) = +1, as a new tensor (copysign is faster than where)."""
+def stabilise(z: torch.Tensor, stabiliser: float) -> torch.Tensor:
+    """:math:`\\operatorname{stab}(z) = z + \\epsilon\\,\\operatorname{sign}(z)` with sign(0) = +1, as a new tensor."""
     step = z + 0.0  # -0.0 becomes +0.0, whose sign is +
-    torch.copysign(z.new_tensor(stabiliser), step, out=step)
+    torch.copysign(z.new_tensor(stabiliser), step, out=step)  # copysign is faster than torch.where
     return step.add_(z)
 
 
-def is_plain(rule: Rule) -> bool:
-    """The epsilon rule (one term, nothing modified): :math:`R_x = x \\odot W^\\top (R_z / \\operatorname{stab}(z))`
-    needs no forward pass of its own, the layer's backward supplies :math:`W^\\top` (:class:`_Input`)."""
-    return rule.parts == (Part((Term(),)),)
-
-
-def _input(modifier: Callable, x: torch.Tensor, low: float, high: float) -> torch.Tensor | None:
-    """``modifier(x)``, or ``None`` if it is zero; :math:`x^\\pm` of an ``x`` of one sign (``low``, ``high``:
-    its extremes) without computing them."""
-    if modifier in (_pos, _neg) and (low >= 0 or high <= 0):
-        return x if (modifier is _pos) == (low >= 0) else None
-    inp = modifier(x)
-    return inp if any(v.item() != 0 for v in torch.aminmax(inp)) else None  # aminmax is faster than any
-
-
-def _passes(part: Part, layer: _Layer, x: torch.Tensor) -> list[tuple]:
-    """``(inputs, weight, bias)`` of the forward passes of a part: one per term, or one for all terms side
-    by side (inputs and weights stacked) where the layer allows. A term whose input and bias are zero
-    (:math:`x^-` after a ReLU) adds exactly 0 and is left out."""
-    (low, high), terms = (v.item() for v in torch.aminmax(x)), []
-    for term in part.terms:
-        inp, bias = _input(term.input, x, low, high), None if layer.bias is None else term.bias(layer.bias)
-        if inp is not None or bias is not None and bias.any():
-            inp = torch.zeros_like(x) if inp is None else inp
-            terms.append(([inp.detach().requires_grad_(True)], term.weight(layer.weight), bias))
-    if len(terms) > 1 and layer.dim is not None:
-        inputs, weights, biases = zip(*terms)
-        terms = [([i for i, in inputs], torch.cat(weights, 1), None if biases[0] is None else sum(biases))]
-    return terms
-
-
-def redistribute(rule: Rule, layer: _Layer, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """The relevance of the layer's input ``x`` given the relevance of its output, by ``rule``."""
-    result, z = torch.zeros_like(x), layer(x) if any(part.where for part in rule.parts) else None
-    for part in rule.parts:
-        passes = _passes(part, layer, x)
-        if not passes:
-            continue
-        with torch.enable_grad():
-            outputs = [layer.fn(torch.cat(inputs, layer.dim) if len(inputs) > 1 else inputs[0], weight, bias)
-                       for inputs, weight, bias in passes]
-        share = _stabilise(sum(outputs[1:], outputs[0]).detach(), rule.stabiliser)
-        torch.div(relevance, share, out=share)
-        if part.where is not None:
-            share.mul_(z > 0 if part.where == "positive" else z < 0)
-        inputs = [inp for inputs, _, _ in passes for inp in inputs]
-        for inp, grad in zip(inputs, torch.autograd.grad(outputs, inputs, grad_outputs=[share] * len(outputs))):
-            result.addcmul_(inp.detach(), grad, value=part.scale)
-    return result
-
-
-# The forward of each node below returns the module's own output ``out`` (passed as a detached alias and
-# marked dirty, so it becomes the output without a copy); the backward carries relevance, not gradient.
-class _Relevance(torch.autograd.Function):
-    """Backward: the relevance of the layer's input by the layer's rule."""
+# ---------------------------------------------------------------------------- autograd nodes
+# A node on a module's output returns that output itself: passed in as a detached alias and marked
+# dirty, it becomes the node's output without a copy, and later in-place additions (torchvision's
+# ``out += identity``) stay allowed. Its backward carries relevance, not gradient.
+class _Redistribute(torch.autograd.Function):
+    """On a layer's output. Backward: the relevance of the layer's input ``x`` by the layer's rule,
+    :meth:`RelevanceHook.backward` with the given weight and bias."""
 
     @staticmethod
-    def forward(ctx, x, out, layer, rule):
+    def forward(ctx, x, out, hook, weight, bias):
         ctx.save_for_backward(x)
-        ctx.layer, ctx.rule = layer, rule
+        ctx.hook, ctx.weight, ctx.bias = hook, weight, bias
         ctx.mark_dirty(out)
         return out
 
     @staticmethod
     def backward(ctx, relevance):
-        return redistribute(ctx.rule, ctx.layer, ctx.saved_tensors[0], relevance), None, None, None
+        (x,) = ctx.saved_tensors
+        return ctx.hook.backward(x, relevance, ctx.weight, ctx.bias), None, None, None, None
 
 
-class _Input(torch.autograd.Function):
-    """At the input of an epsilon-rule layer. Backward: ``x`` times what arrives, the layer's own
-    gradient :math:`W^\\top s`, which is the relevance :math:`R_x`."""
+class _DivideByOutput(torch.autograd.Function):
+    """On the output ``z`` of an epsilon-rule layer. Backward: :math:`s = R / \\operatorname{stab}(z)`, which
+    the layer's own backward turns into :math:`c = W^\\top s`."""
+
+    @staticmethod
+    def forward(ctx, z, out, stabiliser):
+        ctx.denominator = stabilise(z, stabiliser)
+        ctx.mark_dirty(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, relevance):
+        return relevance / ctx.denominator, None, None
+
+
+class _TimesInput(torch.autograd.Function):
+    """On the input ``x`` of an epsilon-rule layer. Backward: :math:`R_i = x_i c_i`, ``x`` times the
+    layer's own gradient :math:`c = W^\\top s` that arrives."""
 
     @staticmethod
     def forward(ctx, x):
@@ -172,34 +125,14 @@ class _Input(torch.autograd.Function):
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad):
-        return ctx.saved_tensors[0] * grad
-
-
-class _Output(torch.autograd.Function):
-    """At the output of an epsilon-rule layer. Backward: :math:`s = R_z / \\operatorname{stab}(z)`, for the
-    layer's own backward to multiply by :math:`W^\\top`. After a merged ``batchnorm``, ``z`` is
-    recomputed from its input, which its own backward keeps anyway."""
-
-    @staticmethod
-    def forward(ctx, z, out, stabiliser, batchnorm=None, bn_input=None):
-        ctx.stabiliser, ctx.batchnorm = stabiliser, batchnorm
-        if batchnorm is None:
-            ctx.denominator = _stabilise(z, stabiliser)
-        else:
-            ctx.save_for_backward(bn_input)
-        ctx.mark_dirty(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, relevance):
-        denominator = ctx.denominator if ctx.batchnorm is None else _stabilise(
-            ctx.batchnorm.forward(ctx.saved_tensors[0]), ctx.stabiliser)
-        return torch.div(relevance, denominator, out=denominator), None, None, None, None  # runs once
+    def backward(ctx, c):
+        (x,) = ctx.saved_tensors
+        return x * c
 
 
 class _Pass(torch.autograd.Function):
-    """Backward: relevance passes to the input unchanged."""
+    """On the output of an activation, or of a BatchNorm on its own. Backward: the relevance passes to
+    the module's input unchanged."""
 
     @staticmethod
     def forward(ctx, x, out):
@@ -211,8 +144,9 @@ class _Pass(torch.autograd.Function):
         return relevance, None
 
 
-class _Sum(torch.autograd.Function):
-    """``a + b``, sharing relevance in proportion to the summands (Zennit's rule for sums)."""
+class _ProportionalSum(torch.autograd.Function):
+    """``a + b``. Backward: the relevance is shared in proportion to the summands (Zennit's Sum rule),
+    :math:`R_a = a \\, R / \\operatorname{stab}(a + b)` and :math:`R_b = b \\, R / \\operatorname{stab}(a + b)`."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -222,94 +156,190 @@ class _Sum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         a, b = ctx.saved_tensors
-        share = _stabilise(a + b, STABILISER)
-        torch.div(relevance, share, out=share)
-        return a * share, b * share
+        s = relevance / stabilise(a + b, STABILISER)
+        return a * s, b * s
 
 
-def assign(model: nn.Module, composite: Composite) -> dict:
-    """The rule of each Linear/Conv module of ``model``."""
-    if composite.first_on not in ("any", "conv"):
-        raise ValueError(f"Composite.first_on must be 'any' or 'conv', got {composite.first_on!r}.")
-    rules, first = {}, composite.first
-    for module in model.modules():
-        if not isinstance(module, _LAYERS):
-            continue
-        if first is not None and (composite.first_on == "any" or isinstance(module, _CONV)):
-            rules[module], first = first, None
+# ---------------------------------------------------------------------------- the hook
+class RelevanceHook:
+    """Runs one layer's rule in the backward pass (chapter 6): attached to a Linear/Conv layer (or an
+    average pooling) for one batch, as a forward hook and, for the epsilon rule, a forward pre-hook.
+
+    * :meth:`forward` keeps the layer's input ``x`` and returns the layer's output through a node whose
+      backward is :meth:`backward`: the rule, applied to the relevance that arrives at the output.
+    * The epsilon rule (``rule.plain``: one term, nothing modified) has :math:`c = W^\\top s`, the layer's
+      own gradient: :meth:`pre_forward` multiplies what arrives at the input by ``x``, :meth:`forward`
+      divides the relevance at the output by :math:`\\operatorname{stab}(z)`, and the layer's own
+      backward runs in between. Same relevance, no forward pass of its own.
+    * :meth:`join` lets a BatchNorm right after the layer join it.
+    """
+
+    def __init__(self, module: nn.Module, rule: Rule):
+        self.module, self.rule = module, rule
+        # each output the layer gave -> the tensor its relevance goes to: its input, or (epsilon rule) the
+        # undivided output; for a BatchNorm that follows. Entries die with the outputs.
+        self.sources = WeakIdKeyDictionary()
+        if isinstance(module, nn.Linear):
+            self.stack_dim = -1  # the input dimension along which the terms of a rule can run side by side
         else:
-            rules[module] = composite.conv if isinstance(module, _CONV) else composite.dense
-    return rules
+            self.stack_dim = 1 if getattr(module, "groups", 1) == 1 else None
 
+    def register(self, hooks: list) -> None:
+        """Attach the hook to its module; the handles go to ``hooks``."""
+        if self.rule.plain:
+            hooks.append(self.module.register_forward_pre_hook(self.pre_forward))
+        hooks.append(self.module.register_forward_hook(self.forward))
 
-def register(model: nn.Module, hooks: list, state: dict) -> None:
-    """Hooks that swap each module's output for one whose backward applies its LRP rule. An epsilon-rule
-    layer (and average pooling) keeps its own backward between :class:`_Input` and :class:`_Output`; a
-    BatchNorm right after it runs on its undivided output and is divided itself: the backward of the pair
-    is that of the merged layer. ``state``: ``rules``, ``outputs`` (layer output -> module, and input or
-    undivided output)."""
-    def plain_input_hook(module, args):
-        if module not in state["rules"] or is_plain(state["rules"][module]):
-            return (_Input.apply(args[0]),) + args[1:]
+    def pre_forward(self, module: nn.Module, args: tuple) -> tuple:
+        """Epsilon rule, before the layer: its input, to be multiplied by ``x`` in the backward pass."""
+        return (_TimesInput.apply(args[0]),) + args[1:]
 
-    def layer_hook(module, args, out):
-        rule = state["rules"][module]
-        if is_plain(rule):
-            result = _Output.apply(out, out.detach(), rule.stabiliser)
-            state["outputs"][result] = (module, out)
+    def forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        """After the layer: its output, whose backward is the rule."""
+        if self.rule.plain:
+            result = _DivideByOutput.apply(out, out.detach(), self.rule.stabiliser)
+            self.sources[result] = out
         else:
-            result = _Relevance.apply(args[0], out.detach(), _layer(module), rule)
-            state["outputs"][result] = (module, args[0])
+            result = _Redistribute.apply(args[0], out.detach(), self, module.weight, module.bias)
+            self.sources[result] = args[0]
         return result
 
-    def batchnorm_input_hook(module, args):
-        layer, inner = state["outputs"].get(args[0], (None, None))
-        if layer is not None and is_plain(state["rules"][layer]):
-            batchnorm_scale(module)  # fails for a BatchNorm without running statistics
-            state["merging"] = (inner, state["rules"][layer].stabiliser)
-            return (inner,)
+    def join(self, batchnorm: nn.Module, layer_output: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The output ``out`` of a BatchNorm applied to the layer's output: the pair is one layer, with
+        the weight and bias of :func:`~._canonize.merge_batchnorm`, and gets the layer's rule. For the epsilon
+        rule, ``bn(z)`` is recomputed from the undivided ``z``: the pair's own backward is then that of
+        the merged layer."""
+        source = self.sources[layer_output]
+        if self.rule.plain:
+            batchnorm_scale(batchnorm)  # refuses a BatchNorm without running statistics
+            pair = batchnorm.forward(source)
+            return _DivideByOutput.apply(pair, pair.detach(), self.rule.stabiliser)
+        weight, bias = merge_batchnorm(self.module.weight, self.module.bias, batchnorm)
+        return _Redistribute.apply(source, out.detach(), self, weight, bias)
 
-    def batchnorm_hook(module, args, out):
-        (inner, stabiliser), state["merging"] = state.get("merging") or (None, None), None
-        if args[0] is inner:
-            return _Output.apply(out, out.detach(), stabiliser, module, args[0].detach())
-        layer, x = state["outputs"].get(args[0], (None, None))
-        if layer is None:
-            return _Pass.apply(args[0], out.detach())
-        weight, bias = merge_batchnorm(layer.weight, layer.bias, module)  # explain the pair as one layer
-        merged = _layer(layer)._replace(weight=weight, bias=bias)
-        return _Relevance.apply(x, out.detach(), merged, state["rules"][layer])
+    def apply_layer(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The layer's function of ``x``, with the given weight and bias."""
+        if isinstance(self.module, nn.Linear):
+            return F.linear(x, weight, bias)
+        return self.module._conv_forward(x, weight, bias)
 
+    def backward(self, x: torch.Tensor, relevance: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+        """The relevance :math:`R_i` of the layer's input ``x``, from the relevance :math:`R_j` of its
+        output, by the rule (the equation of the module docstring)."""
+        result = torch.zeros_like(x)
+        restricted = any(part.where for part in self.rule.parts)
+        z = self.apply_layer(x, weight, bias) if restricted else None  # the layer's output, for `Part.where`
+        for part in self.rule.parts:
+            inputs, outputs = self.term_passes(part, x, weight, bias)  # iota_k(x) and z^(k)
+            if not inputs:
+                continue
+            # s_j = R_j / stab(sum_k z^(k)_j), zero outside the outputs the part is restricted to
+            s = relevance / stabilise(sum(output.detach() for output in outputs), self.rule.stabiliser)
+            if part.where is not None:
+                s = s * (z > 0 if part.where == "positive" else z < 0)
+            # c^(k) = rho_k(W)^T s, the gradient of z^(k) with respect to iota_k(x), weighted by s
+            gradients = torch.autograd.grad(outputs, inputs, grad_outputs=[s] * len(outputs))
+            for modified_input, c in zip(inputs, gradients):
+                result.addcmul_(modified_input.detach(), c, value=part.scale)  # R_i += scale iota_k(x)_i c^(k)_i
+        return result
+
+    def term_passes(self, part: Part, x: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The modified inputs :math:`\\iota_k(x)` of a part's terms (leaves that require gradients) and
+        the outputs :math:`z^{(k)} = \\rho_k(W) \\iota_k(x) + \\rho_k(b)` they give.
+
+        Two shortcuts leave the result as it is: a term whose input and bias are zero (:math:`x^-` after
+        a ReLU) adds exactly 0 and is left out; and where the layer allows (a Linear, a Conv without
+        groups), the terms run as one pass, inputs and weights side by side, whose output is their sum.
+        """
+        lowest, highest = (value.item() for value in torch.aminmax(x))
+        inputs, weights, biases = [], [], []
+        for term in part.terms:
+            modified = _modified_input(term.input, x, lowest, highest)
+            term_bias = None if bias is None else term.bias(bias)
+            if modified is None and (term_bias is None or not term_bias.any()):
+                continue
+            modified = torch.zeros_like(x) if modified is None else modified
+            inputs.append(modified.detach().requires_grad_(True))
+            weights.append(term.weight(weight))
+            biases.append(term_bias)
+        with torch.enable_grad():
+            if len(inputs) > 1 and self.stack_dim is not None:
+                side_by_side = torch.cat(inputs, self.stack_dim)
+                summed_bias = None if bias is None else sum(biases)
+                return inputs, [self.apply_layer(side_by_side, torch.cat(weights, 1), summed_bias)]
+            return inputs, [self.apply_layer(*args) for args in zip(inputs, weights, biases)]
+
+
+def _modified_input(modifier, x: torch.Tensor, lowest: float, highest: float) -> torch.Tensor | None:
+    """``modifier(x)``, or ``None`` where it is zero everywhere. For an ``x`` of one sign (known from its
+    extremes), :math:`x^+` and :math:`x^-` are ``x`` or zero, without computing them."""
+    if modifier in (positive, negative) and (lowest >= 0 or highest <= 0):
+        return x if (modifier is positive) == (lowest >= 0) else None
+    modified = modifier(x)
+    return modified if any(value.item() != 0 for value in torch.aminmax(modified)) else None  # faster than .any()
+
+
+# ---------------------------------------------------------------------------- the model's other modules
+def _batchnorm_forward(layer_hooks: list[RelevanceHook], batchnorm: nn.Module, args: tuple,
+                       out: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm right after a Linear/Conv layer joins it; on its own, it passes relevance on."""
+    for hook in layer_hooks:
+        if args[0] in hook.sources:  # the layer whose output this is
+            return hook.join(batchnorm, args[0], out)
+    return _Pass.apply(args[0], out.detach())
+
+
+def _activation_forward(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    """An activation passes relevance on."""
+    return _Pass.apply(args[0], out.detach())
+
+
+def attach(model: nn.Module, rules: dict[nn.Module, Rule], hooks: list) -> None:
+    """Make ``model``'s backward pass carry relevance: a :class:`RelevanceHook` with its rule on each
+    module of ``rules`` (Linear/Conv layers and average poolings), and on each BatchNorm and activation
+    a forward hook. The handles go to ``hooks``."""
+    layer_hooks = []
+    for module, rule in rules.items():
+        hook = RelevanceHook(module, rule)
+        hook.register(hooks)
+        if isinstance(module, LAYERS):
+            layer_hooks.append(hook)
     for module in model.modules():
-        if isinstance(module, _LAYERS + _AVGPOOL):
-            hooks.append(module.register_forward_pre_hook(plain_input_hook))
-        if isinstance(module, _LAYERS):
-            hooks.append(module.register_forward_hook(layer_hook))
-        elif isinstance(module, BATCHNORM):
-            hooks.append(module.register_forward_pre_hook(batchnorm_input_hook))
-            hooks.append(module.register_forward_hook(batchnorm_hook))
-        elif isinstance(module, _AVGPOOL):  # the epsilon rule with the stabiliser of the other rules
-            hooks.append(module.register_forward_hook(
-                lambda m, args, out: _Output.apply(out, out.detach(), STABILISER)))
-        elif isinstance(module, _ACTIVATIONS):
-            hooks.append(module.register_forward_hook(lambda m, args, out: _Pass.apply(args[0], out.detach())))
+        if isinstance(module, BATCHNORM):
+            hooks.append(module.register_forward_hook(partial(_batchnorm_forward, layer_hooks)))
+        elif isinstance(module, ACTIVATIONS):
+            hooks.append(module.register_forward_hook(_activation_forward))
 
 
 def check_supported(model: nn.Module) -> None:
+    """Refuse a model with parameters in modules that have no rule."""
     unknown = sorted({type(m).__name__ for m in model.modules()
                       if next(m.parameters(recurse=False), None) is not None
-                      and not isinstance(m, _LAYERS + BATCHNORM + _ACTIVATIONS)})
+                      and not isinstance(m, LAYERS + BATCHNORM + ACTIVATIONS)})
     if unknown:
         raise ValueError(f"lrp has rules for nn.Linear, nn.Conv1d/2d/3d and BatchNorm layers, but the model also "
                          f"has parameters in {', '.join(unknown)}; their relevance would be the plain gradient.")
 
 
-def relevance(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """The relevance of ``x`` for ``target``, with the hooks of :func:`register` in place."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        with explicit_additions(_Sum.apply):
-            out = model(x)
-        (seed,) = torch.autograd.grad(select(out, target).sum(), out, retain_graph=True)
-        (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed * out.detach())
-    return relevance
+def _residual_sums(residual: str):
+    """The context in which the forward pass runs: residual sums made explicit, or left to ``+``."""
+    return explicit_additions(_ProportionalSum.apply) if residual == "proportional" else nullcontext()
+
+
+def propagate(model: nn.Module, x: torch.Tensor, target: Target, rules: dict[nn.Module, Rule], hooks: HookList,
+              residual: str = "proportional") -> torch.Tensor:
+    """The relevance of ``x`` for ``target``: :math:`R = f(x) \\odot \\partial t / \\partial f(x)` at the
+    output, carried back to ``x`` by the hooks of :func:`attach`, which are removed afterwards."""
+    attach(model, rules, hooks)
+    try:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            with _residual_sums(residual):
+                out = model(x)
+            (seed,) = torch.autograd.grad(select(out, target).sum(), out, retain_graph=True)
+            (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed * out.detach())
+        return relevance
+    finally:
+        hooks.remove_all()

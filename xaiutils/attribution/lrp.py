@@ -1,4 +1,4 @@
-"""Layer-wise relevance propagation (LRP): rules, composites and the one mechanism behind them (chapter 6).
+"""Layer-wise relevance propagation (LRP): rules, composites and the entry point (chapter 6).
 
 LRP explains the score :math:`f_c(x)` by sending it back through the network layer by layer. The
 relevance :math:`R_j` of each output neuron of a layer is shared among the layer's inputs in
@@ -15,35 +15,68 @@ where each term :math:`k` feeds a modified input :math:`\\iota_k(x)` through the
 weights and bias, :math:`z^{(k)} = \\rho_k(W) \\iota_k(x) + \\rho_k(b)`, and :math:`c^{(k)}` is the
 gradient of :math:`z^{(k)}` with respect to its input, weighted by :math:`s`. So a rule is a
 declaration: modifier functions (:class:`Term`) grouped into parts that share a denominator
-(:class:`Part`), and a stabiliser (:class:`Rule`); one mechanism (``_relevance.redistribute``) runs them all.
-The epsilon rule needs no forward pass of its own: :math:`c = W^\\top s` is the layer's own gradient,
-so its relevance flows through the model's backward pass (``_relevance.is_plain``).
+(:class:`Part`), and a stabiliser (:class:`Rule`). One mechanism runs them all: a
+:class:`~._relevance.RelevanceHook` on each layer, whose backward is the equation above. The epsilon
+rule needs no forward pass of its own: :math:`c = W^\\top s` is the layer's own gradient, so its
+relevance flows through the model's backward pass (:attr:`Rule.plain`).
 
 A composite (:class:`Composite`) says which rule each layer gets. Everywhere, as in Zennit:
-activations pass relevance unchanged, max-pooling sends it to the maximum (its gradient),
-average pooling and residual additions share it in proportion to their inputs, and a BatchNorm that
-follows a linear layer is merged into it (:mod:`._canonize`). References: ``bach2015pixel``
-(LRP, epsilon, alpha-beta), ``montavon2017explaining`` (z+, z^B), ``montavon2019layer`` (gamma,
-composites), ``lapuschkin2019unmasking`` (flat), ``anders2021software`` (Zennit), ``ancona2018towards``
+activations pass relevance unchanged, max-pooling sends it to the maximum (its gradient), average
+pooling and residual additions share it in proportion to their inputs (or, with
+``residual="gradient"``, an addition copies it to both branches), and a BatchNorm that follows a
+linear layer is merged into it (:mod:`._canonize`). References: ``bach2015pixel`` (LRP, epsilon,
+alpha-beta), ``montavon2017explaining`` (z+, z^B), ``montavon2019layer`` (gamma, composites),
+``lapuschkin2019unmasking`` (flat), ``anders2021software`` (Zennit), ``ancona2018towards``
 (epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks; biases break conservation,
 not this equivalence, as chapter 6 shows).
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, NamedTuple, Union
 
 import torch
 from torch import nn
-from torch.utils.weak import WeakIdKeyDictionary
 
-from ._batching import map_batched
-from ._model_state import explaining
-from ._relevance import (STABILISER, Composite, Part, Rule, Term, _neg, _pos, assign, check_supported, register,
-                         relevance)
-from ._targets import Target
+from ..core.batching import map_batched
+from ..core.checks import check_choice, check_finite
+from ..core.model_state import explaining
+from ..core.targets import Target, rows_of
+from ._relevance import (AVERAGE_POOLINGS, CONVOLUTIONS, LAYERS, RESIDUALS, STABILISER, check_supported, identity,
+                         negative, positive, propagate)
 
-__all__ = ["lrp", "COMPOSITES", "Composite", "Rule", "Part", "Term", "STABILISER", "epsilon_rule", "zplus_rule",
-           "alpha_beta_rule", "gamma_rule", "flat_rule", "zbox_rule"]
+__all__ = ["lrp", "COMPOSITES", "RESIDUALS", "Composite", "named_composite", "Rule", "Part", "Term", "STABILISER",
+           "epsilon_rule", "zplus_rule", "alpha_beta_rule", "gamma_rule", "flat_rule", "zbox_rule"]
+
+
+# ---------------------------------------------------------------------------- what a rule is
+Modifier = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Term(NamedTuple):
+    """One term :math:`k` of a rule: the modifiers :math:`\\iota_k` of the layer's input and
+    :math:`\\rho_k` of its weight and bias, :math:`z^{(k)} = \\rho_k(W) \\iota_k(x) + \\rho_k(b)`."""
+    input: Modifier = identity
+    weight: Modifier = identity
+    bias: Modifier = identity
+
+
+class Part(NamedTuple):
+    """Terms that share one denominator; ``scale`` weighs the part's relevance, ``where`` restricts it
+    to the outputs with a ``"positive"`` or ``"negative"`` original value."""
+    terms: tuple[Term, ...]
+    scale: float = 1.0
+    where: str | None = None
+
+
+class Rule(NamedTuple):
+    """An LRP rule: its parts, and the stabiliser added (with the denominator's sign) to denominators."""
+    parts: tuple[Part, ...]
+    stabiliser: float = STABILISER
+
+    @property
+    def plain(self) -> bool:
+        """The epsilon rule's form, one term that modifies nothing: the layer's own backward computes it."""
+        return self.parts == (Part((Term(),)),)
 
 
 # ---------------------------------------------------------------------------- rules
@@ -58,7 +91,7 @@ def epsilon_rule(epsilon: float = 1e-6) -> Rule:
 def zplus_rule() -> Rule:
     """LRP-z+ (``montavon2017explaining``): only positive contributions,
     :math:`z_{ij} = x_i^+ w_{ij}^+ + x_i^- w_{ij}^-` (positive bias included); alpha=1, beta=0."""
-    return Rule((Part((Term(_pos, _pos, _pos), Term(_neg, _neg, torch.zeros_like))),))
+    return Rule((Part((Term(positive, positive, positive), Term(negative, negative, torch.zeros_like))),))
 
 
 def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0) -> Rule:
@@ -66,9 +99,9 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0) -> Rule:
     beta, each normalised on its own; ``alpha - beta = 1`` keeps relevance conserved."""
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
         raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, got alpha={alpha}, beta={beta}.")
-    positive = (Term(_pos, _pos, _pos), Term(_neg, _neg, torch.zeros_like))
-    negative = (Term(_pos, _neg, _neg), Term(_neg, _pos, torch.zeros_like))
-    return Rule((Part(positive, alpha), Part(negative, -beta)))
+    contributions_up = (Term(positive, positive, positive), Term(negative, negative, torch.zeros_like))
+    contributions_down = (Term(positive, negative, negative), Term(negative, positive, torch.zeros_like))
+    return Rule((Part(contributions_up, alpha), Part(contributions_down, -beta)))
 
 
 def gamma_rule(gamma: float = 0.25) -> Rule:
@@ -83,8 +116,8 @@ def gamma_rule(gamma: float = 0.25) -> Rule:
     def down(t):
         return t + gamma * t.clamp(max=0)
 
-    return Rule((Part((Term(_pos, up, up), Term(_neg, down, torch.zeros_like)), where="positive"),
-                 Part((Term(_pos, down, down), Term(_neg, up, torch.zeros_like)), where="negative")))
+    return Rule((Part((Term(positive, up, up), Term(negative, down, torch.zeros_like)), where="positive"),
+                 Part((Term(positive, down, down), Term(negative, up, torch.zeros_like)), where="negative")))
 
 
 def flat_rule() -> Rule:
@@ -110,42 +143,78 @@ def zbox_rule(low=None, high=None) -> Rule:
     def minus(clamp):
         return lambda t: -clamp(t)
 
-    return Rule((Part((Term(), Term(bound(low, torch.min), minus(_pos), minus(_pos)),
-                       Term(bound(high, torch.max), minus(_neg), minus(_neg)))),))
+    return Rule((Part((Term(), Term(bound(low, torch.min), minus(positive), minus(positive)),
+                       Term(bound(high, torch.max), minus(negative), minus(negative)))),))
 
 
 # ---------------------------------------------------------------------------- composites
-def _named(name: str, epsilon: float, gamma: float, low, high) -> Composite:
-    eps = epsilon_rule(epsilon)
-    return {
-        "epsilon": lambda: Composite(dense=eps, conv=eps),
-        "epsilon_plus": lambda: Composite(dense=eps, conv=zplus_rule()),
-        "epsilon_plus_flat": lambda: Composite(dense=eps, conv=zplus_rule(), first=flat_rule()),
-        "epsilon_gamma_box": lambda: Composite(dense=eps, conv=gamma_rule(gamma), first=zbox_rule(low, high),
-                                               first_on="conv"),
-        "epsilon_alpha2_beta1": lambda: Composite(dense=eps, conv=alpha_beta_rule(2.0, 1.0)),
-    }[name]()
+class Composite(NamedTuple):
+    """Which rule each Linear/Conv layer gets: ``first`` for the first layer (the first module in
+    ``model.modules()`` order of the kind ``first_on``, "conv" or "any"), ``conv`` for convolutions,
+    ``dense`` for ``nn.Linear``. Average pooling always gets the epsilon rule with :data:`STABILISER`."""
+    dense: Rule
+    conv: Rule
+    first: Rule | None = None
+    first_on: str = "any"
+
+    def layer_rules(self, model: nn.Module) -> dict[nn.Module, Rule]:
+        """The rule of each Linear/Conv layer and each average pooling of ``model``."""
+        check_choice(self.first_on, "Composite.first_on", ("any", "conv"))
+        rules, first = {}, self.first
+        for module in model.modules():
+            if isinstance(module, AVERAGE_POOLINGS):
+                rules[module] = epsilon_rule(STABILISER)
+            elif isinstance(module, LAYERS):
+                convolution = isinstance(module, CONVOLUTIONS)
+                if first is not None and (self.first_on == "any" or convolution):
+                    rules[module], first = first, None
+                else:
+                    rules[module] = self.conv if convolution else self.dense
+        return rules
 
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
+
+
+def named_composite(name: str, *, epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None) -> Composite:
+    """The composite called ``name``, one of :data:`COMPOSITES`, as Zennit's composites of the same names:
+
+    * ``"epsilon"``: epsilon on every layer;
+    * ``"epsilon_plus"``: z+ on convolutions, epsilon on dense layers;
+    * ``"epsilon_plus_flat"``: as epsilon_plus, with flat on the first layer;
+    * ``"epsilon_gamma_box"``: gamma on convolutions, epsilon on dense layers, z^B with the bounds
+      ``low`` and ``high`` on the first convolution;
+    * ``"epsilon_alpha2_beta1"``: alpha=2, beta=1 on convolutions, epsilon on dense layers.
+
+    ``epsilon`` is that of every epsilon rule, ``gamma`` that of the gamma rule. Chapter 6.
+    """
+    check_choice(name, "composite", COMPOSITES)
+    eps = epsilon_rule(epsilon)
+    if name == "epsilon":
+        return Composite(dense=eps, conv=eps)
+    if name == "epsilon_plus":
+        return Composite(dense=eps, conv=zplus_rule())
+    if name == "epsilon_plus_flat":
+        return Composite(dense=eps, conv=zplus_rule(), first=flat_rule())
+    if name == "epsilon_gamma_box":
+        return Composite(dense=eps, conv=gamma_rule(gamma), first=zbox_rule(low, high), first_on="conv")
+    return Composite(dense=eps, conv=alpha_beta_rule(2.0, 1.0))
 
 
 def _bounds(value, x: torch.Tensor, name: str):
     if value is None:
         return None
     try:
-        return torch.broadcast_to(torch.as_tensor(value, dtype=x.dtype, device=x.device), x.shape)
+        bound = torch.broadcast_to(torch.as_tensor(value, dtype=x.dtype, device=x.device), x.shape)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a float or a tensor broadcastable to x's shape {tuple(x.shape)}.") from error
+        raise ValueError(f"{name} must be a float or a tensor broadcastable to x's shape {tuple(x.shape)}; "
+                         f"got {value!r}.") from error
+    return check_finite(bound, name)
 
 
-def _rows(value, rows: slice):
-    """The chunk ``rows`` of a per-example (``(B, ...)`` tensor) argument; other values as they are."""
-    return value[rows] if isinstance(value, torch.Tensor) and value.dim() >= 1 else value
-
-
+# ---------------------------------------------------------------------------- the entry point
 def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[str, Composite] = "epsilon_plus",
-        epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None,
+        epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None, residual: str = "proportional",
         batch_size: int | None = None) -> torch.Tensor:
     """Layer-wise relevance propagation of the score :math:`f_c(x)` to the input.
 
@@ -161,22 +230,20 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
             modules, as functions they would scale relevance by their derivative.
         x: input batch ``(B, ...)``.
         target: int, ``(B,)`` tensor of class indices, or a callable ``output -> (B,)``.
-        composite: one of :data:`COMPOSITES` (as Zennit's composites of the same names)
-
-            * ``"epsilon"``: epsilon on every layer;
-            * ``"epsilon_plus"``: z+ on convolutions, epsilon on dense layers;
-            * ``"epsilon_plus_flat"``: as epsilon_plus, with flat on the first layer;
-            * ``"epsilon_gamma_box"``: gamma on convolutions, epsilon on dense layers, z^B on the
-              first convolution;
-            * ``"epsilon_alpha2_beta1"``: alpha=2, beta=1 on convolutions, epsilon on dense layers;
-
-            or a :class:`Composite` of rules built with :func:`epsilon_rule`, :func:`zplus_rule`,
+        composite: one of :data:`COMPOSITES` ("epsilon", "epsilon_plus", "epsilon_plus_flat",
+            "epsilon_gamma_box", "epsilon_alpha2_beta1"; :func:`named_composite` says what each
+            does), or a :class:`Composite` of rules built with :func:`epsilon_rule`, :func:`zplus_rule`,
             :func:`alpha_beta_rule`, :func:`gamma_rule`, :func:`flat_rule`, :func:`zbox_rule`.
         epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6).
         gamma: the gamma of the gamma rule.
         low, high: the bounds of the z^B rule, floats or tensors broadcastable to ``x`` (e.g.
             ``(1, C, 1, 1)`` for per-channel bounds of normalised images). Default: the smallest and
             largest value of each example.
+        residual: how a residual sum ``a + b`` of two branches passes relevance on, one of
+            :data:`RESIDUALS`: ``"proportional"`` (default, Zennit's Sum rule) shares it in proportion
+            to the summands, :math:`R_a = \\frac{a}{a + b} R` and :math:`R_b = \\frac{b}{a + b} R`
+            (stabilised), which conserves it; ``"gradient"`` uses the plain backward of ``+``, which
+            copies :math:`R` to both branches.
         batch_size: at most this many rows per pass (default: the whole batch).
 
     Returns:
@@ -184,21 +251,18 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
 
     References ``bach2015pixel``, ``montavon2019layer``. Chapter 6.
     """
-    if isinstance(composite, str) and composite not in COMPOSITES:
-        raise ValueError(f"unknown composite {composite!r}; valid names: {', '.join(COMPOSITES)}.")
-    if not isinstance(composite, (str, Composite)):
-        raise TypeError(f"composite must be a name or a Composite, got {type(composite).__name__}.")
-    with explaining(model, x) as hooks:
+    check_choice(residual, "residual", RESIDUALS)
+    if isinstance(composite, str):
+        check_choice(composite, "composite", COMPOSITES)
+    elif not isinstance(composite, Composite):
+        raise TypeError(f"composite must be a name or a Composite; got {type(composite).__name__}.")
+    with explaining(model, x, target) as hooks:
         check_supported(model)
         low, high = _bounds(low, x, "low"), _bounds(high, x, "high")
-        assign(model, _named(composite, epsilon, gamma, low, high) if isinstance(composite, str) else composite)
-        state = {}
-        register(model, hooks, state)
 
         def explain(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
-            rules = composite if isinstance(composite, Composite) else _named(
-                composite, epsilon, gamma, _rows(low, chunk), _rows(high, chunk))
-            state.update(rules=assign(model, rules), outputs=WeakIdKeyDictionary())  # entries die with the outputs
-            return relevance(model, rows, _rows(target, chunk))
+            chosen = composite if isinstance(composite, Composite) else named_composite(
+                composite, epsilon=epsilon, gamma=gamma, low=rows_of(low, chunk), high=rows_of(high, chunk))
+            return propagate(model, rows, rows_of(target, chunk), chosen.layer_rules(model), hooks, residual)
 
         return map_batched(explain, x, batch_size, default=len(x))
