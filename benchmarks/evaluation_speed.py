@@ -97,7 +97,7 @@ def model_cases(model, x, target, samples):
          q(quantus.FaithfulnessCorrelation(nr_runs=samples, subset_size=features // 4, perturb_baseline="black",
                                            **quiet)), "forward", samples + 1, "Quantus"),
         (f"pixel_flipping ({steps} steps)",
-         lambda: E.pixel_flipping(model, x, attr, target, steps=steps, removal="zero"),
+         lambda: E.pixel_flipping(model, x, attr, target, steps=steps, removal="zeros"),
          q(quantus.PixelFlipping(features_in_step=features // steps, perturb_baseline="black", **quiet)),
          "forward", steps + 1, "Quantus"),
     ]
