@@ -138,7 +138,7 @@ def test_noise_augmented_loss_is_seeded_and_zero_noise_is_the_plain_loss():
 
 
 def test_training_with_every_loss_is_reproducible_and_leaves_the_shipped_weights_alone():
-    files = sorted(models.WEIGHTS.glob("*"))
+    files = sorted(zoo.WEIGHTS.glob("*"))
     before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     d = data.mnist()
     x, y = d.x_train[:128], d.y_train[:128]
@@ -151,7 +151,7 @@ def test_training_with_every_loss_is_reproducible_and_leaves_the_shipped_weights
             histories.append(models.train(model, x, y, epochs=2, lr=1e-2, seed=0, progress=False, loss_fn=make()))
             assert not model.training
         assert histories[0] == histories[1]
-    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(models.WEIGHTS.glob("*"))}
+    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(zoo.WEIGHTS.glob("*"))}
     assert after == before
 
 

@@ -140,5 +140,5 @@ def test_bad_input(cnn):
     rgb = torch.rand(2, 3, 8, 8)
     with pytest.raises(ValueError, match="input's shape"):
         A.completeness(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), rgb, torch.zeros(2, 1, 8, 8), 0)
-    with pytest.raises(ValueError, match="not an index"):
+    with pytest.raises(ValueError, match="feature must index one entry of an example"):
         A.sensitivity_a(gradient, model, x, y, feature=(0, 30, 0))

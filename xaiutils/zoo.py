@@ -67,6 +67,9 @@ ZOO: dict[str, Recipe] = {
     "mnist-gradreg": Recipe(MnistCNN, "mnist", (
         Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: gradient_regularised_loss(GRADREG_LAMBDA)),),
         description="input-gradient regularisation (double backpropagation), trained from scratch"),
+    "mnist-noise": Recipe(MnistCNN, "mnist", (
+        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: noise_augmented_loss(NOISE_SIGMA)),),
+        description="Gaussian noise augmentation (sigma = 0.5, unclipped), trained from scratch"),
     "mnist-random-labels": Recipe(MnistCNN, "mnist", (Phase(100, 5e-3),), labels="random",
                                   description="the training images with permuted labels, memorised"),
     "decoy-mnist-standard": Recipe(MnistCNN, "decoy_mnist", (Phase(60, 5e-3),),
@@ -74,9 +77,6 @@ ZOO: dict[str, Recipe] = {
     "shapes-pgd": Recipe(ShapesResNet, "shapes", (
         Phase(6, 1e-3, loss=lambda: adversarial_loss(8 / 255, steps=4)),), start="shapes-standard",
         description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard"),
-    "mnist-noise": Recipe(MnistCNN, "mnist", (
-        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: noise_augmented_loss(NOISE_SIGMA)),),
-        description="Gaussian noise augmentation (sigma = 0.5, unclipped), trained from scratch"),
 }
 
 
