@@ -1,11 +1,11 @@
 """Argument checks with one message style: the argument, what was given, what is expected.
 
 Every public function of ``xaiutils`` checks its arguments with these helpers before it touches a
-model, so a bad input is answered with, for example,
+model, so a bad input is answered with, for example, ::
 
     ValueError: steps must be an integer >= 1; got 0.
-    ValueError: x must be a batch (B, ...) of at least 2 dims; got a tensor of shape (1, 28, 28)
-                and the model's first layer is Conv2d(1, 8, ...), which needs (B, 1, H, W): use x.unsqueeze(0).
+    ValueError: x must be a batch (B, 1, ...); got shape (1, 28, 28), which looks like one example
+                for the model's first layer Conv2d(1, 32, ...). Use x.unsqueeze(0).
 
 and never with an error from deep inside torch, a hang, or a silently wrong result.
 """
