@@ -6,6 +6,10 @@ Solutions are marked in two ways in the notebooks, and both are removed:
 * MyST admonitions whose title starts with "Solution" (``{admonition} Solution 1`` with
   ``:class: dropdown``), removed from their markdown cell; a cell left empty is dropped.
 
+The self-checks stay: code cells tagged ``self-check`` (``exercises.check("ch09.1", answer)``)
+are kept with their stored outputs cleared, so a learner sees the call to run, not the verdict
+the book's own solution got.
+
 The notebooks in notebooks/ are never touched: the book's sources are copied to a temporary
 folder (the files git tracks or would track, and the vendored JavaScript), the copies are
 stripped and built there, and the results are moved to
@@ -28,18 +32,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "student"
 SOLUTION_TAG = "solution"
+SELF_CHECK_TAG = "self-check"
 # A fenced admonition or dropdown titled "Solution ...", up to its closing fence (``` or :::).
 SOLUTION_BLOCK = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?:admonition|dropdown)\}[ \t]+Solution\b.*?^(?P=fence)[ \t]*$\n?",
                             re.MULTILINE | re.DOTALL)
 
 
 def strip_solutions(nb) -> int:
-    """Remove the solutions from a notebook (nbformat node) in place; return how many were removed."""
+    """Remove the solutions from a notebook (nbformat node) in place; return how many were removed.
+
+    Self-check cells are kept, without their outputs.
+    """
     kept, removed = [], 0
     for cell in nb.cells:
-        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if SOLUTION_TAG in tags:
             removed += 1
             continue
+        if SELF_CHECK_TAG in tags and cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
         if cell.cell_type == "markdown":
             cell.source, n = SOLUTION_BLOCK.subn("", cell.source)
             removed += n

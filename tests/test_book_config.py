@@ -110,6 +110,17 @@ def test_student_edition_drops_solution_cells_and_dropdowns_only():
                                             "```{admonition} Note\n:class: dropdown\nKept.\n```", "x = 1"]
 
 
+def test_student_edition_keeps_self_checks_without_their_verdict():
+    check = nbformat.v4.new_code_cell('exercises.check("ch09.1", sobel)', metadata={"tags": ["self-check"]},
+                                      execution_count=7,
+                                      outputs=[nbformat.v4.new_output("stream", text="✓ Exercise 9.1: right.\n")])
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("# Solution 1\nsobel = 1", metadata={"tags": ["hide-cell", "solution"]}), check])
+    assert student_book.strip_solutions(nb) == 1
+    assert len(nb.cells) == 1 and nb.cells[0].source == 'exercises.check("ch09.1", sobel)'
+    assert nb.cells[0].outputs == [] and nb.cells[0].execution_count is None
+
+
 def test_every_chapter_with_exercises_has_solutions_to_strip():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)

@@ -48,6 +48,8 @@ def test_exercises_stay_and_solutions_go(chapter):
     assert "tag_solution" not in raw, f"{chapter}: a cell tagged solution is still in the page"
     assert not re.search(r"#\s*Solution\s+\d", text), f"{chapter}: a solution's code is still in the page"
     assert not re.search(r"admonition-title\">\s*Solution", raw), f"{chapter}: a solution dropdown is still there"
+    assert "tag_self-check" in raw, f"{chapter}: the self-checks of the exercises are gone"
+    assert "✓ Exercise" not in text, f"{chapter}: a self-check still shows the verdict on the book's own solution"
 
 
 def test_the_stripped_notebooks_are_handed_out_too():
@@ -56,3 +58,7 @@ def test_the_stripped_notebooks_are_handed_out_too():
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells), f"{path.name} keeps a solution"
+        checks = [c for c in nb.cells if "self-check" in c.metadata.get("tags", [])]
+        if any(c.cell_type == "markdown" and "## Exercises" in c.source for c in nb.cells):
+            assert checks, f"{path.name}: exercises without their self-checks"
+        assert all(c.outputs == [] for c in checks), f"{path.name}: a self-check keeps its stored verdict"

@@ -22,7 +22,8 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Feedback", "Exercise", "EXERCISES", "exercise", "right", "not_yet", "evaluate", "check", "hint"]
+__all__ = ["Feedback", "Exercise", "EXERCISES", "exercise", "right", "not_yet", "evaluate", "check", "hint",
+           "catalogue"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ def exercise(key: str, title: str, hint: str) -> Callable:
 def _load_all() -> None:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+
+
+def catalogue() -> dict[str, Exercise]:
+    """Every exercise of the book with a self-check, by key (all chapter modules loaded)."""
+    _load_all()
+    return dict(sorted(EXERCISES.items()))
 
 
 def _find(key: str) -> Exercise:
