@@ -36,7 +36,7 @@ def sparseness(attr) -> torch.Tensor:
     Quantus' ``Sparseness`` adds :math:`10^{-7}` to every value before sorting (to avoid 0/0); the
     tests show the two agree to that offset.
 
-    Returns a ``(B,)`` tensor. Reference: ``chalasani2020concise``. Chapter 10.
+    Returns a ``(B,)`` tensor. Reference: ``chalasani2020concise``. Chapter 13.
     """
     a = _magnitudes(attr).sort(dim=1).values
     n = a.shape[1]
@@ -53,7 +53,7 @@ def entropy(attr) -> torch.Tensor:
     (better). An all-zero map: NaN. Quantus' ``Complexity`` computes :math:`\log(p_i + 10^{-12})`;
     the tests show the two agree to that offset.
 
-    Returns a ``(B,)`` tensor. Reference: ``bhatt2020evaluating``. Chapter 10.
+    Returns a ``(B,)`` tensor. Reference: ``bhatt2020evaluating``. Chapter 16.
     """
     a = _magnitudes(attr)
     p = a / a.sum(1, keepdim=True)
