@@ -169,8 +169,8 @@ def _guided_reference() -> dict:
         signed[max_dist] = (error / gain.abs()).median().item()
         if max_dist == 0.0:
             guided0 = attr
-    difference = {rule: (guided0 - integrated_gradients(model, mnist_x, mnist_y, steps=64, rule=rule)).abs().max().item()
-                  for rule in paths.RULES}
+    difference = {rule: (guided0 - integrated_gradients(model, mnist_x, mnist_y, steps=64, rule=rule)).abs().max()
+                  .item() for rule in paths.RULES}
     return {"median": median, "mean": mean, "unscaled": unscaled, "signed": signed,
             "rule": min(difference, key=difference.get), "rules": paths.RULES}
 
