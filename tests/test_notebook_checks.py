@@ -76,3 +76,45 @@ def test_stored_outputs_have_no_errors_and_no_raw_float64_noise(path):
                 if exponent <= -13 and "<" not in before and not before.endswith("="):
                     pytest.fail(f"{path.name}: prints rounding noise {token!r} as a number; print it as a "
                                 f"bound with xaiutils.claims.below:\n{text[max(0, match.start() - 120):match.end() + 40]}")
+
+
+EXERCISE_CHECK = re.compile(r"""\bexercises\.check\(\s*["']([\w.]+)["']""")
+
+
+def exercise_prefix(path):
+    return "running_examples" if path.stem == "01_running_examples" else path.stem.split("_")[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_answers_back(path):
+    """One self-check per solution, after it, with a registered key of this chapter and a stored ✓."""
+    from xaiutils import exercises
+
+    cells = nbformat.read(path, as_version=4).cells
+    solutions = [i for i, c in enumerate(cells) if "solution" in c.metadata.get("tags", [])]
+    checks = [i for i, c in enumerate(cells) if "self-check" in c.metadata.get("tags", [])]
+    assert len(checks) >= len(solutions), f"{path.name}: {len(solutions)} solutions but {len(checks)} self-checks"
+    if solutions:
+        assert min(checks) > min(solutions), f"{path.name}: a self-check runs before the first solution"
+    keys = []
+    for i in checks:
+        cell = cells[i]
+        found = EXERCISE_CHECK.findall(cell.source)
+        assert len(found) == 1, f"{path.name}: a self-check cell calls exercises.check {len(found)} times"
+        key = found[0]
+        assert key.split(".")[0] == exercise_prefix(path), f"{path.name}: checks {key}, another chapter's exercise"
+        assert key in exercises.catalogue(), f"{path.name}: {key} is not a registered exercise"
+        assert not {"solution", "remove-input", "remove-cell"} & set(cell.metadata.get("tags", [])), (
+            f"{path.name}: the self-check of {key} must stay visible in the student edition")
+        printed = "".join(text_outputs(cell))
+        assert printed.startswith("✓ "), f"{path.name}: the stored self-check of {key} is not ✓:\n{printed[:300]}"
+        keys.append(key)
+    assert len(keys) == len(set(keys)), f"{path.name}: an exercise is checked twice"
+
+
+def test_every_registered_exercise_is_checked_in_its_chapter():
+    from xaiutils import exercises
+
+    used = {key for path in NOTEBOOKS for cell in code_cells(path) for key in EXERCISE_CHECK.findall(cell.source)}
+    unused = sorted(set(exercises.catalogue()) - used)
+    assert not unused, f"exercises registered but never checked in a chapter: {unused}"

@@ -96,8 +96,12 @@ def catalogue() -> dict[str, Exercise]:
 
 
 def _find(key: str) -> Exercise:
-    _load_all()
+    if key not in EXERCISES and isinstance(key, str):
+        chapter = key.split(".")[0]
+        if chapter.isidentifier() and chapter in {m.name for m in pkgutil.iter_modules(__path__)}:
+            importlib.import_module(f"{__name__}.{chapter}")  # only this chapter's checks: one module per chapter
     if key not in EXERCISES:
+        _load_all()
         known = ", ".join(sorted(EXERCISES)) or "none"
         raise KeyError(f"key must name an exercise of the book; got {key!r}, expected one of: {known}")
     return EXERCISES[key]
