@@ -26,10 +26,11 @@ def run(*command: str) -> str:
 
 @pytest.fixture(scope="module")
 def text() -> str:
-    """The PDF's text, whitespace and ligatures normalised, so that phrases can be searched."""
+    """The PDF's text, whitespace, ligatures and LaTeX's curly quotes normalised, so that phrases can be searched."""
     raw = run("pdftotext", "-enc", "UTF-8", str(PDF), "-")
     for ligature, letters in LIGATURES.items():
         raw = raw.replace(ligature, letters)
+    raw = raw.replace("\u2019", "'").replace("\u2018", "'")
     return re.sub(r"\s+", " ", raw.replace("-\n", ""))
 
 
