@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 __all__ = ["Feedback", "Exercise", "EXERCISES", "exercise", "right", "not_yet", "evaluate", "check", "hint",
-           "catalogue"]
+           "catalogue", "number", "numbers"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,30 @@ def not_yet(message: str) -> Feedback:
     if not message:
         raise ValueError("not_yet needs a message that tells the learner what to look at")
     return Feedback(False, message)
+
+
+def number(value, name: str) -> float:
+    """A learner's answer as one float: a Python or numpy number, or a one-element tensor."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} should be one number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{name} should be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def numbers(answer, keys, name: str) -> dict[str, float] | str:
+    """The answer as ``{key: float}``, or a sentence saying what is wrong with its keys."""
+    if not hasattr(answer, "keys"):
+        return f"`{name}` should be a dict (or a pandas Series) with the keys {sorted(keys)}."
+    got = set(map(str, answer.keys()))
+    if got != set(keys):
+        return f"`{name}` should have exactly the keys {sorted(keys)}; it has {sorted(got)}."
+    return {str(k): number(answer[k], f"{name}[{k!r}]") for k in answer.keys()}
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
 import xaiutils.evaluation as E
 from xaiutils import data, zoo
 from xaiutils.attribution import grad_cam
-from xaiutils.exercises import exercise, not_yet, right
+from xaiutils.exercises import exercise, not_yet, number, numbers, right
 
 N = 100  # the chapter's test images
 
@@ -29,24 +28,6 @@ def _shapes():
     return zoo.load("shapes-standard"), test.x[:N], test.y[:N], test.mask[:N]
 
 
-def _number(value, name: str) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} should be one number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__float__"):
-        raise TypeError(f"{name} should be a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _numbers(answer, keys, name: str) -> dict[str, float] | str:
-    """The answer as ``{key: float}``, or a sentence saying what is wrong with its keys."""
-    if not hasattr(answer, "keys"):
-        return f"`{name}` should be a dict (or a pandas Series) with the keys {sorted(keys)}."
-    got = set(map(str, answer.keys()))
-    if got != set(keys):
-        return f"`{name}` should have exactly the keys {sorted(keys)}; it has {sorted(got)}."
-    return {str(k): _number(answer[k], f"{name}[{k!r}]") for k in answer.keys()}
 
 
 def _magnitude(magnitude, names=None) -> dict[str, torch.Tensor]:
@@ -80,7 +61,7 @@ def tolerant_pointing_game(gain, top3, *, magnitude):
             map(str, gain.keys())) <= set(maps):
         return not_yet("`gain` should have one value for every method of `magnitude` (the controls may be left "
                        "out), by name.")
-    answer = {str(k): _number(v, f"gain[{k!r}]") for k, v in gain.items()}
+    answer = {str(k): number(v, f"gain[{k!r}]") for k, v in gain.items()}
     exact = {name: E.pointing_game(attr, mask).mean().item() for name, attr in maps.items()}
     tolerant = {name: E.pointing_game(attr, mask, tolerance=3).mean().item() for name, attr in maps.items()}
     reference = {name: tolerant[name] - exact[name] for name in maps}
@@ -124,7 +105,7 @@ def _grad_cam_maps():
           "Compute grad_cam(model, x, y, layer=...) for each layer and average E.relevance_mass_accuracy over the "
           "100 images. A map that is zero everywhere has no positive relevance and scores NaN: leave it out.")
 def grad_cam_layers(layer_rma):
-    answer = _numbers(layer_rma, set(LAYERS), "layer_rma")
+    answer = numbers(layer_rma, set(LAYERS), "layer_rma")
     if isinstance(answer, str):
         return not_yet(answer)
     mask = _shapes()[3]
@@ -159,7 +140,7 @@ AREA_METHODS = ["integrated_gradients", "grad_cam"]
           "The object's area is the share of its mask's pixels in each image; correlate it over the 100 images "
           "with E.relevance_rank_accuracy(magnitude[name], mask) using scipy.stats.spearmanr.")
 def small_objects(with_area, *, magnitude):
-    answer = _numbers(with_area, set(AREA_METHODS), "with_area")
+    answer = numbers(with_area, set(AREA_METHODS), "with_area")
     if isinstance(answer, str):
         return not_yet(answer)
     maps = _magnitude(magnitude, AREA_METHODS)

@@ -18,22 +18,13 @@ import xaiutils.evaluation as E
 from xaiutils import data, models, zoo
 from xaiutils.adversarial import beta_smoothed, saliency_map
 from xaiutils.attribution import grad_cam, gradient, smoothgrad
-from xaiutils.exercises import exercise, not_yet, right
+from xaiutils.exercises import exercise, not_yet, number, right
 
 
 @lru_cache(maxsize=1)
 def _setting():
     return zoo.load("mnist-standard"), data.mnist()
 
-
-def _number(value, name: str) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} should be one number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__float__"):
-        raise TypeError(f"{name} should be a number, got {type(value).__name__}")
-    return float(value)
 
 
 def _close(a: float, b: float, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
@@ -55,7 +46,7 @@ def _relative_error(s, target):
           "manipulated against the ReLU network, and its relative_error to target_maps, averaged over the 8 "
           "digits; then compare it with the 'map error after' of the beta = 3 row of the defence table.")
 def attack_by_transfer(transferred, further, *, x_manipulated, adaptive):
-    transferred, adaptive = _number(transferred, "transferred"), _number(adaptive, "adaptive")
+    transferred, adaptive = number(transferred, "transferred"), number(adaptive, "adaptive")
     if not _is_bool(further):
         return not_yet("`further` should be True or False: is the smoothed map further from the target after the "
                        "transferred manipulation than after the adaptive attack?")
@@ -109,7 +100,7 @@ def _by_epsilon(answer, name):
         match = [e for e in EPSILONS if abs(float(key) - e) < 1e-9]
         if not match:
             return f"`{name}` has the key {key!r}; its keys should be the epsilons {EPSILONS}."
-        values[match[0]] = _number(value, f"{name}[{key!r}]")
+        values[match[0]] = number(value, f"{name}[{key!r}]")
     if set(values) != set(EPSILONS):
         return f"`{name}` should have one value for every epsilon {EPSILONS}."
     return values
@@ -171,7 +162,7 @@ def _corner() -> torch.Tensor:
           "test digits; on the first 200, the share of Grad-CAM maps that are zero everywhere, and for the others "
           "the share of the positive mass in the corner (the chapter's `share`).")
 def heo_budget(accuracy8, zero8, corner8, *, model):
-    answer = {name: _number(value, name) for name, value in
+    answer = {name: number(value, name) for name, value in
               [("accuracy8", accuracy8), ("zero8", zero8), ("corner8", corner8)]}
     original, mnist = _setting()
     if not isinstance(model, torch.nn.Module):
