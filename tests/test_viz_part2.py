@@ -19,8 +19,9 @@ def test_transposed_grid_has_one_column_per_example_and_one_row_per_method():
     assert [ax.get_title() for ax in axes[:2]] == ["one", "two"]
     assert [t.get_text() for t in axes[2].texts] == ["a"] and not axes[3].texts
     assert axes[2 * 2].get_images()[0].get_clim() == axes[2 * 2 + 1].get_images()[0].get_clim()  # "b", shared
-    same = viz.grid(x, attrs)  # the default layout is unchanged: one row per example
-    assert len(same.axes) == 2 * 4 and same.axes[1].get_title() == "a"
+    same = viz.grid(x, attrs)  # the default layout is unchanged: one row per example, plus the colour key
+    maps = [ax for ax in same.axes if ax.get_label() != "colour key"]
+    assert len(maps) == 2 * 4 and maps[1].get_title() == "a" and len(same.axes) == 2 * 4 + 1
     with pytest.raises(ValueError, match="maps for 2 examples"):
         viz.grid(x, {"bad": torch.randn(3, 3, 8, 8)}, transpose=True)
     plt.close("all")

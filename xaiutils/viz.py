@@ -90,7 +90,8 @@ def overlay(x, attr, ax=None, *, alpha: float = 0.6, signed: bool = False, title
 
 
 def grid(x: torch.Tensor, attrs: Mapping[str, torch.Tensor], *, signed: bool = True, shared_scale: bool = False,
-         row_titles: Sequence[str] | None = None, size: float = 1.6, transpose: bool = False):
+         row_titles: Sequence[str] | None = None, size: float = 1.6, transpose: bool = False,
+         colorbar: bool = True):
     """A figure with one row per example: the input, then one column per method in ``attrs``.
 
     ``attrs`` maps a method name to a batch of maps with ``x``'s batch size. With
@@ -99,6 +100,11 @@ def grid(x: torch.Tensor, attrs: Mapping[str, torch.Tensor], *, signed: bool = T
     ``row_titles`` label the examples. ``transpose=True`` swaps the layout for many methods: one
     column per example (the inputs in the first row, titled by ``row_titles``), one row per method,
     named at its left.
+
+    ``colorbar=True`` (the default) draws the scale: with ``shared_scale`` a colour bar with the
+    values of each method (under its column, or right of its row when transposed); otherwise one
+    key under the figure, from the map's own ``-max`` (blue, against the target) through 0 to
+    ``+max`` (red, for it), because each map then has its own range.
     """
     names = list(attrs)
     examples = x.shape[0]
@@ -131,7 +137,50 @@ def grid(x: torch.Tensor, attrs: Mapping[str, torch.Tensor], *, signed: bool = T
         if transpose:
             cell(0, j).text(-0.08, 0.5, name, transform=cell(0, j).transAxes, ha="right", va="center", fontsize=9)
     fig.tight_layout()
+    if colorbar and shared_scale:
+        for j in range(1, len(names) + 1):
+            _column_colorbar(cell(examples - 1, j), vertical=transpose, signed=signed)
+    elif colorbar:
+        colour_key(fig, signed=signed)
     return fig
+
+
+def _column_colorbar(ax, *, vertical: bool, signed: bool):
+    """A small colour bar with the values of the map drawn in ``ax`` (below it, or right of it)."""
+    image = ax.get_images()[0]
+    low, high = image.get_clim()
+    box = [1.04, 0.1, 0.07, 0.8] if vertical else [0.1, -0.17, 0.8, 0.07]
+    cax = ax.inset_axes(box)
+    cax.set_label("colorbar")
+    bar = ax.figure.colorbar(image, cax=cax, orientation="vertical" if vertical else "horizontal")
+    bar.set_ticks([low, 0.0, high] if signed else [low, high])
+    bar.set_ticklabels([f"{v:.2g}" for v in ([low, 0.0, high] if signed else [low, high])])
+    bar.ax.tick_params(labelsize=7, length=2, pad=1)
+    return bar
+
+
+def colour_key(fig, *, signed: bool = True, width: float = 3.2):
+    """A key under ``fig`` for maps that each use their own range: what the colours mean.
+
+    Signed: blue is ``-max`` (against the target), white 0, red ``+max`` (for the target), with
+    ``max`` each map's own largest ``|value|``; absolute: black 0 to bright ``max``.
+    """
+    fig_width, fig_height = fig.get_size_inches()
+    share = min(width / fig_width, 0.9)
+    cax = fig.add_axes([(1 - share) / 2, -0.42 / fig_height, share, 0.1 / fig_height])
+    cax.set_label("colour key")
+    norm = plt.Normalize(-1.0 if signed else 0.0, 1.0)
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=SIGNED_CMAP if signed else ABSOLUTE_CMAP)
+    bar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+    if signed:
+        bar.set_ticks([-1.0, 0.0, 1.0], labels=["\u2212max", "0", "+max"])
+        label = "blue: against the target, red: for it (max: each map's largest |value|)"
+    else:
+        bar.set_ticks([0.0, 1.0], labels=["0", "max"])
+        label = "|attribution| (max: each map's largest value)"
+    bar.ax.tick_params(labelsize=7, length=2, pad=1)
+    bar.set_label(label, fontsize=8)
+    return bar
 
 
 def image_row(x: torch.Tensor, titles: Sequence[str] | None = None, size: float = 1.6):
