@@ -5,6 +5,10 @@ Figures: a code cell that shows a picture (a PNG or a widget) carries myst-nb's
 figure. Tables: a code cell that prints a table carries ``"table": {"caption", "name"}``, which
 ``book/_ext/book_tables.py`` turns into a numbered table. Every name is cited with ``{numref}``
 in its own notebook, and no sentence points at "the table above" any more.
+
+Exercise solutions (cells tagged ``solution``) are the exception: they are removed from the student
+edition, so a number given to their output would leave a dangling citation there. They carry no
+caption; what they print is the learner's own result.
 """
 import json
 import re
@@ -21,6 +25,10 @@ MIN_CAPTION_WORDS = 8
 
 def cells(path: Path) -> list[dict]:
     return json.loads(path.read_text())["cells"]
+
+
+def is_solution(cell: dict) -> bool:
+    return "solution" in cell.get("metadata", {}).get("tags", [])
 
 
 def pictures(cell: dict) -> int:
@@ -58,7 +66,7 @@ def captions(path: Path) -> list[tuple[str, str, str]]:
 def test_every_picture_is_a_captioned_figure(path):
     missing, several = [], []
     for index, cell in enumerate(cells(path)):
-        if cell["cell_type"] != "code" or not pictures(cell):
+        if cell["cell_type"] != "code" or not pictures(cell) or is_solution(cell):
             continue
         if pictures(cell) > 1:
             several.append(index)
@@ -71,7 +79,8 @@ def test_every_picture_is_a_captioned_figure(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_printed_table_is_a_captioned_table(path):
     missing = [index for index, cell in enumerate(cells(path))
-               if cell["cell_type"] == "code" and looks_like_table(printed(cell)) and not cell["metadata"].get("table")]
+               if cell["cell_type"] == "code" and looks_like_table(printed(cell)) and not cell["metadata"].get("table")
+               and not is_solution(cell)]
     assert not missing, f"{path.name}: cells {missing} print a table without a table caption"
     empty = [index for index, cell in enumerate(cells(path))
              if cell["cell_type"] == "code" and cell["metadata"].get("table") and not printed(cell)]
@@ -88,6 +97,14 @@ def test_captions_say_what_is_shown_and_are_cited_by_number(path):
         assert f"{{numref}}`{name}`" in text, f"{path.name}: {kind} {name} is never cited with {{numref}}"
     pointers = sorted({match.group(0) for match in POINTERS.finditer(text)})
     assert not pointers, f"{path.name}: cite figures and tables by number, not {pointers}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solutions_carry_no_caption(path):
+    captioned = [index for index, cell in enumerate(cells(path)) if is_solution(cell)
+                 and (cell["metadata"].get("table") or cell["metadata"].get("mystnb", {}).get("figure"))]
+    assert not captioned, (f"{path.name}: solution cells {captioned} have a caption; the student edition removes "
+                           "them, so their numbers would dangle there. Remove the caption and its citation.")
 
 
 def test_names_are_unique_in_the_book():

@@ -57,3 +57,37 @@ def test_bad_input(data):
         roar("gradient", mlp(), *data, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         roar(perfect, mlp(), *data, epochs=0, progress=False)
+
+
+def test_precomputed_maps_give_the_same_result_as_the_method(data):
+    options = dict(fractions=(4 / 64,), epochs=15, train_options=dict(lr=1e-2), progress=False)
+    x_train, _, x_test, _ = data
+    by_method = roar(perfect, mlp(), *data, **options)
+    by_maps = roar((perfect(None, x_train, None), perfect(None, x_test, None)), mlp(), *data, **options)
+    assert by_maps["accuracy"].tolist() == by_method["accuracy"].tolist()
+    with pytest.raises(TypeError, match="pair"):
+        roar((perfect(None, x_train, None),), mlp(), *data, **options)
+    with pytest.raises(ValueError, match="method\\[1\\]"):
+        roar((perfect(None, x_train, None), x_test[:3]), mlp(), *data, **options)
+
+
+def test_predicted_target_explains_the_models_prediction_and_leaves_the_model_unchanged(data):
+    seen = []
+
+    def recording(model, x, target):
+        seen.append(target.clone())
+        return perfect(model, x, target)
+
+    model = mlp().train()  # a model left in training mode is explained in eval mode and restored
+    before = snapshot(model)
+    with pytest.warns(UserWarning, match="training mode"):
+        roar(recording, model, *data, fractions=(0.0,), epochs=1, target="predicted", batch_size=5000,
+                 progress=False)
+    with torch.no_grad():
+        expected = [model.eval()(x).argmax(1) for x in (data[0], data[2])]
+    model.train()
+    assert len(seen) == 2 and all(torch.equal(got, want) for got, want in zip(seen, expected))
+    assert not torch.equal(seen[0], data[1])  # an untrained network does not predict the labels
+    assert_unchanged(model, before)
+    with pytest.raises(ValueError, match="target must be 'label' or 'predicted'; got 'true'"):
+        roar(perfect, mlp(), *data, target="true", progress=False)
