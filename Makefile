@@ -3,6 +3,7 @@
 #   make test        set up .venv (with test dependencies) and run every check
 #   make notebooks   re-execute every notebook in place (stores outputs and widget state)
 #   make weights     retrain the models shipped in xaiutils/weights
+#   make experiments run the experiments too heavy for a chapter and store their results (xaiutils/experiments)
 #   make benchmark   time every attribution method against the reference libraries
 #   make dist        the website as one zip that opens from disk (_build/robust-explainability-<version>.zip)
 #   make pdf         the whole book as a PDF (XeLaTeX; installs Debian's TeX packages when missing)
@@ -33,7 +34,7 @@ TEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: lock test-latest all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights benchmark clean \
+.PHONY: lock test-latest all setup setup-dev vendor book test test-unit test-notebooks test-book chromium notebooks weights experiments benchmark clean \
         sync-colab test-colab dist test-dist tex pdf test-pdf book-student test-student
 
 all: book
@@ -168,6 +169,11 @@ test-student: setup-dev
 
 weights: setup
 	$(PY) -m xaiutils.zoo
+
+# Heavy experiments (ROAR over fractions, seeds and targets, ...): run once, stored as data with the
+# environment that produced them; tests/test_experiments.py re-runs a reduced version of each.
+experiments: setup
+	$(PY) -m xaiutils.experiments
 
 benchmark: setup-dev
 	$(PY) benchmarks/attribution_speed.py
