@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .. import data, models, zoo
 from ..attribution import gradient, gradient_x_input, guided_backprop, integrated_gradients, smoothgrad
 from ..evaluation import roar
-from ..evaluation.retraining import predictions
+from ..evaluation.retraining import _attributions, predictions
 
 SETTINGS = {
     "full": dict(train=4000, test=1000, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), seeds=(0, 1, 2), epochs=10,
@@ -56,7 +56,7 @@ def methods(samples: int) -> dict:
 def explain(method, model, x: torch.Tensor, labels: torch.Tensor, target: str, label_maps=None) -> torch.Tensor:
     """Maps of ``target`` ("label" or "predicted") in batches of 250; predicted maps reuse ``label_maps``."""
     if target == "label":
-        return torch.cat([method(model, x[i:i + 250], labels[i:i + 250]).detach() for i in range(0, len(x), 250)])
+        return _attributions(method, model, x, labels, None, False, "explaining")
     predicted = predictions(model, x)
     maps, differ = label_maps.clone(), predicted != labels
     if differ.any():
