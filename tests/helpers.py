@@ -36,6 +36,20 @@ def mnist_cnn(seed: int = 0) -> nn.Module:
     return MnistCNN().eval()
 
 
+def float64_mnist_cnn() -> nn.Module:
+    return mnist_cnn().double()
+
+
+def float64_linear(features: int = 36, classes: int = 3) -> nn.Module:
+    """A seeded linear classifier on flattened inputs, in float64: its gradient is a row of the weight."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, classes)).double().eval()
+
+
+def float64_images(b: int = 2, c: int = 1, size: int = 28, seed: int = 1) -> torch.Tensor:
+    return torch.rand(b, c, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 def shapes_resnet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return randomised_bn(ShapesResNet(), seed).eval()

@@ -15,17 +15,7 @@ from xaiutils.attribution.paths import integrated_gradients
 
 
 
-def mnist_cnn():
-    return helpers.mnist_cnn().double()
-
-
-def linear(features=36, classes=3):
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(features, classes)).double().eval()
-
-
-def images(b=2, c=1, size=28, seed=1):
-    return torch.rand(b, c, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+mnist_cnn, linear, images = helpers.float64_mnist_cnn, helpers.float64_linear, helpers.float64_images
 
 
 # ---------------------------------------------------------------------------- known answers
