@@ -6,6 +6,12 @@ with its options and loss. ``make weights`` (``python -m xaiutils.zoo``) runs ev
 order (a recipe may fine-tune a model listed before it), saves the weights in
 ``xaiutils/weights`` and records their SHA-256 in ``weights/manifest.json``; :func:`load` checks it.
 
+A recipe that Part II compares models with ships ``seeds`` independently trained copies (the
+evidence across seeds of chapters 9--13): seed 0 is the model the chapters explain
+(``{name}.pt``), seeds 1, 2, ... differ in the initial weights, the order of the batches, the
+augmentation and the random starts or noise of the loss (``{name}.seed{k}.pt``);
+``load(name, seed=k)`` and :func:`load_seeds` read them.
+
 The zoo sits above :mod:`xaiutils.models` and :mod:`xaiutils.adversarial`: its recipes use both,
 and neither imports it.
 """
@@ -21,12 +27,13 @@ import torch
 from torch import nn
 
 from .adversarial.training import adversarial_loss, gradient_regularised_loss, noise_augmented_loss
-from .core.checks import check_choice
+from .core.checks import check_choice, check_int
 from .models import MnistCNN, ShapesResNet, cross_entropy, random_labels, random_shift, train
 
 WEIGHTS = Path(__file__).parent / "weights"
 GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
 NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
+SEED_STRIDE = 100_000  # seed k of a recipe offsets every seed it uses by k * SEED_STRIDE (seed 0: unchanged)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Phase:
     weight_decay: float = 0.0
     augment: bool = False  # random shifts of up to 2 pixels (:func:`xaiutils.models.random_shift`)
     seed: int = 0
-    loss: Callable[[], Callable] | None = None
+    loss: Callable[[int], Callable] | None = None  # the model's seed -> loss_fn (seeds its own randomness)
 
 
 @dataclass(frozen=True)
@@ -52,31 +59,33 @@ class Recipe:
     labels: str = "true"  # or "random": the labels permuted (the data randomisation test)
     description: str = ""
     notes: dict = field(default_factory=dict)
+    seeds: int = 1  # independently trained copies shipped (seed 0 is the one the chapters explain)
 
 
 ZOO: dict[str, Recipe] = {
     "mnist-standard": Recipe(MnistCNN, "mnist", (Phase(40, 3e-3, 1e-4, augment=True),),
-                             description="the standard MNIST CNN"),
-    "shapes-standard": Recipe(ShapesResNet, "shapes", (Phase(15, 3e-3),), description="the standard shapes ResNet"),
+                             description="the standard MNIST CNN", seeds=3),
+    "shapes-standard": Recipe(ShapesResNet, "shapes", (Phase(15, 3e-3),), description="the standard shapes ResNet", seeds=3),
     "mnist-pgd": Recipe(MnistCNN, "mnist", tuple(
         Phase(epochs, 2e-3, augment=True, seed=phase,
-              loss=lambda epsilon=epsilon, phase=phase: adversarial_loss(epsilon, steps=7, seed=1000 * phase))
+              loss=lambda seed, epsilon=epsilon, phase=phase: adversarial_loss(
+                  epsilon, steps=7, seed=1000 * phase + SEED_STRIDE * seed))
         for phase, (epsilon, epochs) in enumerate([(0.1, 3), (0.2, 3), (0.3, 10)])),
         start="mnist-standard",
-        description="PGD adversarial training (7 steps), fine-tuned from mnist-standard with epsilon 0.1 -> 0.3"),
+        description="PGD adversarial training (7 steps), fine-tuned from mnist-standard with epsilon 0.1 -> 0.3", seeds=3),
     "mnist-gradreg": Recipe(MnistCNN, "mnist", (
-        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: gradient_regularised_loss(GRADREG_LAMBDA)),),
-        description="input-gradient regularisation (double backpropagation), trained from scratch"),
+        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda seed: gradient_regularised_loss(GRADREG_LAMBDA)),),
+        description="input-gradient regularisation (double backpropagation), trained from scratch", seeds=3),
     "mnist-noise": Recipe(MnistCNN, "mnist", (
-        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda: noise_augmented_loss(NOISE_SIGMA)),),
-        description="Gaussian noise augmentation (sigma = 0.5, unclipped), trained from scratch"),
+        Phase(20, 3e-3, 1e-4, augment=True, loss=lambda seed: noise_augmented_loss(NOISE_SIGMA, seed=SEED_STRIDE * seed)),),
+        description="Gaussian noise augmentation (sigma = 0.5, unclipped), trained from scratch", seeds=3),
     "mnist-random-labels": Recipe(MnistCNN, "mnist", (Phase(100, 5e-3),), labels="random",
                                   description="the training images with permuted labels, memorised"),
     "decoy-mnist-standard": Recipe(MnistCNN, "decoy_mnist", (Phase(60, 5e-3),),
                                    description="a standard model on decoy MNIST: it comes to rely on the patch"),
     "shapes-pgd": Recipe(ShapesResNet, "shapes", (
-        Phase(6, 1e-3, loss=lambda: adversarial_loss(8 / 255, steps=4)),), start="shapes-standard",
-        description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard"),
+        Phase(6, 1e-3, loss=lambda seed: adversarial_loss(8 / 255, steps=4, seed=SEED_STRIDE * seed)),), start="shapes-standard",
+        description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard", seeds=3),
 }
 
 
@@ -93,21 +102,36 @@ def _training_data(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return split.x, split.y
 
 
-def train_recipe(recipe: Recipe, *, progress: bool = True) -> nn.Module:
-    """Run ``recipe``: the model it describes, trained (the fine-tuned start is loaded with :func:`load`)."""
+def train_recipe(recipe: Recipe, *, seed: int = 0, progress: bool = True) -> nn.Module:
+    """Run ``recipe`` with model seed ``seed``: the model it describes, trained.
+
+    Seed ``k`` starts from a fresh model built after ``torch.manual_seed(k * SEED_STRIDE)`` (or from
+    seed ``k`` of the fine-tuned start, loaded with :func:`load`) and offsets every phase's seed,
+    and the seeds of its loss, by ``k * SEED_STRIDE``; seed 0 is the recipe as written.
+    """
+    seed = check_int(seed, "seed", minimum=0)
     x, y = _training_data(recipe.data)
     if recipe.labels == "random":
         y = random_labels(y)
     if recipe.start is None:
-        torch.manual_seed(0)
+        torch.manual_seed(SEED_STRIDE * seed)
         model = recipe.architecture()
     else:
-        model = load(recipe.start)
+        model = load(recipe.start, seed=seed)
     for phase in recipe.phases:
         train(model, x, y, epochs=phase.epochs, lr=phase.lr, weight_decay=phase.weight_decay,
-              augment=random_shift if phase.augment else None, seed=phase.seed,
-              loss_fn=phase.loss() if phase.loss is not None else cross_entropy, progress=progress)
+              augment=random_shift if phase.augment else None, seed=phase.seed + SEED_STRIDE * seed,
+              loss_fn=phase.loss(seed) if phase.loss is not None else cross_entropy, progress=progress)
     return model
+
+
+def weights_file(name: str, seed: int = 0) -> Path:
+    """Where the weights of seed ``seed`` of model ``name`` live: ``{name}.pt`` or ``{name}.seed{k}.pt``."""
+    return WEIGHTS / (f"{name}.pt" if seed == 0 else f"{name}.seed{seed}.pt")
+
+
+def _key(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}.seed{seed}"
 
 
 def _sha256(path: Path) -> str:
@@ -129,20 +153,30 @@ def _manifest() -> dict:
     return manifest
 
 
-def load(name: str) -> nn.Module:
+def _check_seed(name: str, seed) -> int:
+    seed = check_int(seed, "seed", minimum=0)
+    if seed >= ZOO[name].seeds:
+        raise ValueError(f"seed must be one of 0..{ZOO[name].seeds - 1} for {name!r} (the seeds it ships); "
+                         f"got {seed}.")
+    return seed
+
+
+def load(name: str, seed: int = 0) -> nn.Module:
     """The trained model ``name`` of :data:`ZOO`, in eval mode, from the shipped weights.
 
-    The weights are loaded with ``weights_only=True`` after their SHA-256 is checked against
-    ``weights/manifest.json``. Missing or altered weights raise an error that names
-    ``make weights``, which retrains every model of the zoo.
+    ``seed`` picks one of the recipe's independently trained copies (0, the default, is the model
+    the chapters explain). The weights are loaded with ``weights_only=True`` after their SHA-256
+    is checked against ``weights/manifest.json``. Missing or altered weights raise an error that
+    names ``make weights``, which retrains every model of the zoo.
     """
     check_choice(name, "name", ZOO)
-    path = WEIGHTS / f"{name}.pt"
-    expected = _manifest().get(name, {}).get("sha256")
+    seed = _check_seed(name, seed)
+    path = weights_file(name, seed)
+    expected = _manifest().get(_key(name, seed), {}).get("sha256")
     if not path.exists() or expected is None:
         raise FileNotFoundError(
-            f"no shipped weights for {name!r} at {path}. Run `make weights` (python -m xaiutils.zoo) "
-            "in the repository to train them.")
+            f"no shipped weights for {name!r} (seed {seed}) at {path}. Run `make weights` "
+            "(python -m xaiutils.zoo) in the repository to train them.")
     if _sha256(path) != expected:
         raise RuntimeError(
             f"the weights file {path} does not match its SHA-256 in weights/manifest.json; it is corrupt "
@@ -152,23 +186,49 @@ def load(name: str) -> nn.Module:
     return model.eval()
 
 
-def build_weights(names: list[str] | None = None) -> dict:
-    """Train the models of :data:`ZOO` (all by default), save their weights and update the manifest."""
+def load_seeds(name: str) -> list[nn.Module]:
+    """Every shipped seed of model ``name``, seed 0 first: a deep ensemble (uncertainty chapter)."""
+    check_choice(name, "name", ZOO)
+    return [load(name, seed) for seed in range(ZOO[name].seeds)]
+
+
+def build_weights(names: list[str] | None = None, seeds: list[int] | None = None) -> dict:
+    """Train the models of :data:`ZOO` (all by default), save their weights and update the manifest.
+
+    ``seeds`` restricts the run to these model seeds (default: every seed each recipe ships);
+    a seed a recipe does not ship is skipped for it.
+    """
     for name in names or []:
         check_choice(name, "each of names", ZOO)
+    for seed in seeds or []:
+        check_int(seed, "each of seeds", minimum=0)
     WEIGHTS.mkdir(exist_ok=True)
     manifest = _manifest()
     for name in names or list(ZOO):
-        model = train_recipe(ZOO[name])
-        path = WEIGHTS / f"{name}.pt"
-        torch.save(model.state_dict(), path)
-        manifest[name] = {"sha256": _sha256(path), "file": path.name}
-        # written after every model, so that a later recipe can load (and fine-tune) this one
-        (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for seed in range(ZOO[name].seeds):
+            if seeds is not None and seed not in seeds:
+                continue
+            model = train_recipe(ZOO[name], seed=seed)
+            path = weights_file(name, seed)
+            torch.save(model.state_dict(), path)
+            manifest[_key(name, seed)] = {"sha256": _sha256(path), "file": path.name}
+            # written after every model, so that a later recipe can load (and fine-tune) this one
+            (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def main(argv: list[str]) -> None:
+    """``python -m xaiutils.zoo [NAME ...] [--seeds K ...]``: retrain the named models (all by default)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m xaiutils.zoo", description=main.__doc__)
+    parser.add_argument("names", nargs="*", help="models of the zoo (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these model seeds (default: all shipped)")
+    args = parser.parse_args(argv)
+    build_weights(args.names or None, args.seeds)
 
 
 if __name__ == "__main__":
     import sys
 
-    build_weights(sys.argv[1:] or None)
+    main(sys.argv[1:])
