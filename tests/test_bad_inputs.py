@@ -18,8 +18,12 @@ from xaiutils.core.baselines import resolve_baseline
 
 FAST = {"integrated_gradients": {"steps": 3}, "expected_gradients": {"samples": 3}, "blur_ig": {"steps": 3},
         "guided_ig": {"steps": 3}, "smoothgrad": {"samples": 2}, "smoothgrad_sq": {"samples": 2},
-        "vargrad": {"samples": 2}, "occlusion": {"window": (14, 14), "stride": 14}}
-BASELINE_METHODS = ["integrated_gradients", "guided_ig", "deeplift", "occlusion"]
+        "vargrad": {"samples": 2}, "occlusion": {"window": (14, 14), "stride": 14},
+        "shapley_values": {"features": (14, 14)}, "kernel_shap": {"features": (14, 14), "samples": 4},
+        "lime": {"features": (14, 14), "samples": 4}, "noisegrad": {"samples": 2},
+        "fusiongrad": {"samples": 2, "input_samples": 2}}
+BASELINE_METHODS = ["integrated_gradients", "guided_ig", "deeplift", "occlusion", "shapley_values", "kernel_shap",
+                    "lime"]
 
 
 def call(name, model, x, target, **extra):
@@ -290,11 +294,15 @@ def tiny_vit():
                                                 hidden_dim=8, mlp_dim=16, num_classes=3).eval()
 
 
-def test_fullgrad_runs_on_a_vision_transformer():
-    """Its Linear layers work on (B, tokens, features): their biases broadcast on the last dim."""
+def test_fullgrad_refuses_a_vision_transformer():
+    """Its attention and LayerNorm biases are not counted and its bias terms have no image grid:
+    a refusal that names them, instead of a map of the input term and the patch embedding's bias alone."""
     vit, x = tiny_vit(), torch.rand(2, 3, 28, 28)
-    attr = METHODS["fullgrad"](vit, x, 1)
-    assert attr.shape == (2, 1, 28, 28) and torch.isfinite(attr).all()
+    before = snapshot(vit)
+    with pytest.raises(ValueError, match=r"fullgrad is defined for convolutional networks.*LayerNorm "
+                                         r"\('encoder.layers.encoder_layer_0.ln_1'\), MultiheadAttention.*attention_relevance"):
+        METHODS["fullgrad"](vit, x, 1)
+    assert_unchanged(vit, before)
 
 
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvnet", "guided_grad_cam"])

@@ -103,7 +103,7 @@ def test_plot_report_draws_one_panel_per_metric():
 def test_bad_input(mnist_batch):
     model, x, y = mnist_batch
     with pytest.raises(ValueError, match="unknown method"):
-        Rp.evaluate(model, x, y, methods=["lime"], progress=False)
+        Rp.evaluate(model, x, y, methods=["shap"], progress=False)
     with pytest.raises(ValueError, match="masks"):
         Rp.evaluate(model, x, y, methods=["gradient"], metrics=["pointing_game"], progress=False)
     with pytest.raises(ValueError, match="n_boot"):

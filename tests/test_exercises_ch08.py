@@ -15,7 +15,9 @@ from xaiutils import METHODS, data, exercises, zoo
 
 CHEAP = {"integrated_gradients": dict(steps=4), "expected_gradients": dict(samples=4), "blur_ig": dict(steps=4),
          "guided_ig": dict(steps=4), "smoothgrad": dict(samples=4), "smoothgrad_sq": dict(samples=4),
-         "vargrad": dict(samples=4), "occlusion": dict(stride=8)}
+         "vargrad": dict(samples=4), "occlusion": dict(stride=8), "shapley_values": dict(features=(32, 32)),
+         "kernel_shap": dict(samples=16), "lime": dict(samples=16), "noisegrad": dict(samples=2),
+         "fusiongrad": dict(samples=2, input_samples=2)}
 PAIRS = [("integrated_gradients", "deeplift"), ("integrated_gradients", "grad_cam"), ("gradient", "occlusion")]
 
 

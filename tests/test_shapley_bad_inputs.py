@@ -1,6 +1,8 @@
-"""The Shapley comparators (shapley_values, kernel_shap, lime) answer every bad input with a message that names
-the argument, what was given and what is expected, and leave the model as it was: the checks that
-tests/test_bad_inputs.py runs over the registry, until the lead registers these methods there."""
+"""What is specific to the Shapley comparators (shapley_values, kernel_shap, lime): bad feature masks, bad
+sampling options and bad calls of evaluations() get a message that names the argument, what was given and
+what is expected, and leave the model as it was. The checks common to every method (targets, inputs,
+batch_size, inference mode, baselines) run over the registry in tests/test_registry.py and
+tests/test_bad_inputs.py, which these methods are part of."""
 import warnings
 
 import pytest
@@ -29,43 +31,6 @@ def model():
 @pytest.fixture
 def x():
     return torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-
-
-# ---------------------------------------------------------------------------- what the registry's tests check
-@pytest.mark.parametrize("name", METHODS)
-def test_inputs_and_targets_are_checked_before_the_model_is_touched(name, model, x):
-    before = snapshot(model)
-    with pytest.raises(ValueError, match=r"target must be an int or have one class per example, shape \(2,\); "
-                                         r"got shape \(3,\)"):
-        call(name, model, x, torch.tensor([1, 2, 3]))
-    with pytest.raises(TypeError, match="target must hold integer class indices; got dtype torch.float32"):
-        call(name, model, x, torch.tensor([1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"unsqueeze\(0\)"):
-        call(name, model, x[0], 1)
-    with pytest.raises(ValueError, match=r"x must hold at least one example; got an empty batch"):
-        call(name, model, x[:0], 1)
-    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the model's parameters are torch.float32"):
-        call(name, model, x.double(), 1)
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
-        call(name, model, x, 1)
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
-        call(name, model, x, 1, batch_size=0)
-    with pytest.raises(ValueError, match="out of range"):
-        call(name, model, x, 10)
-    assert_unchanged(model, before)
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_the_baseline_vocabulary_is_taken_and_non_finite_values_refused(name, model, x):
-    for baseline in ("zeros", "mean", "blur", "uniform", "gaussian", 0.5, torch.full((1, 28, 28), 0.5)):
-        attr = call(name, model, x, 1, baseline=baseline)
-        assert attr.shape == x.shape and torch.isfinite(attr).all()
-    for value in (float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="baseline must be finite"):
-            call(name, model, x, 1, baseline=value)
-    with pytest.raises(ValueError, match=r"baseline must be one of 'zeros', 'mean', 'blur', 'uniform', 'gaussian'; "
-                                         r"got 'black'"):
-        call(name, model, x, 1, baseline="black")
 
 
 # ---------------------------------------------------------------------------- features

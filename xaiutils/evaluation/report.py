@@ -112,12 +112,13 @@ def random_map(model: nn.Module, x: torch.Tensor, target, *, seed: int = 0) -> t
 def available_methods() -> dict[str, Callable]:
     """The methods :func:`evaluate` knows by name, ``name -> method(model, x, target)``.
 
-    Every entry of the registry :data:`xaiutils.attribution.METHODS` with its default options,
-    and ``"random"``, the control :func:`random_map`.
+    Every entry of the registry :data:`xaiutils.attribution.METHODS`, called with its
+    :attr:`~xaiutils.attribution.Method.defaults` (e.g. exact Shapley values on a 3 x 3 grid of
+    patches), and ``"random"``, the control :func:`random_map`.
     """
     from ..attribution import METHODS
 
-    return {**{name: entry.function for name, entry in METHODS.items()}, "random": random_map}
+    return {**METHODS, "random": random_map}
 
 
 def _resolve(items, known: Mapping, kind: str) -> dict:
@@ -198,9 +199,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
 
 
 def _explain(method, model: nn.Module, x: torch.Tensor, y, batch_size: int | None) -> torch.Tensor:
-    """``method(model, x, y)``, with ``batch_size`` when the method takes one."""
+    """``method(model, x, y)``, with ``batch_size`` when the method takes one (or any keyword, as a registry entry)."""
     try:
-        takes_batch_size = "batch_size" in inspect.signature(method).parameters
+        takes_batch_size = any(p.name == "batch_size" or p.kind is p.VAR_KEYWORD
+                               for p in inspect.signature(method).parameters.values())
     except (TypeError, ValueError):
         takes_batch_size = False
     if takes_batch_size and batch_size is not None:
