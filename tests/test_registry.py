@@ -108,15 +108,16 @@ def test_the_registry_defaults_apply_unless_the_caller_overrides_them_and_the_fu
     model = mnist_cnn()
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     entry = METHODS["kernel_shap"]
-    assert entry.options(x) == {"features": (7, 7), "samples": 256}
-    assert entry.options(x, samples=8, seed=1) == {"features": (7, 7), "samples": 8, "seed": 1}
-    assert entry.options(x, features=None) == {"features": None, "samples": 256}
+    assert entry.options(x) == {"features": (10, 10), "samples": 128}
+    assert entry.options(x, samples=8, seed=1) == {"features": (10, 10), "samples": 8, "seed": 1}
+    assert entry.options(x, features=None) == {"features": None, "samples": 128}
     assert torch.equal(METHODS["shapley_values"](model, x, 1), shapley.shapley_values(model, x, 1, features=(10, 10)))
-    assert torch.equal(entry(model, x, 1, samples=8), shapley.kernel_shap(model, x, 1, features=(7, 7), samples=8))
+    assert torch.equal(entry(model, x, 1, samples=8), shapley.kernel_shap(model, x, 1, features=(10, 10), samples=8))
     with pytest.raises(ValueError, match="M must be at most 16; got M = 784 features"):
         shapley.shapley_values(model, x, 1)  # the function's own default: every pixel a feature
     assert METHODS["gradient"].defaults == {} and METHODS["gradient"].options(x, a=1) == {"a": 1}
     assert METHODS["noisegrad"].options(x) == {"sigma": 0.05}
+    assert METHODS["fusiongrad"].options(x) == {"sigma": 0.05, "samples": 5, "input_samples": 10}
 
 
 @pytest.mark.parametrize("name", ["shapley_values", "kernel_shap", "lime"])
@@ -130,7 +131,7 @@ def test_a_coalition_method_makes_as_many_model_evaluations_per_example_as_evalu
         hook.remove()
     features = shapley.feature_mask(METHODS[name].options(x)["features"], (1, 28, 28))[1]
     assert sum(rows) == len(x) * shapley.evaluations(name, features, METHODS[name].options(x).get("samples"))
-    assert sum(rows) / len(x) == {"shapley_values": 512, "kernel_shap": 258, "lime": 256}[name]
+    assert sum(rows) / len(x) == {"shapley_values": 512, "kernel_shap": 130, "lime": 128}[name]
 
 
 @pytest.mark.parametrize("name", ["noisegrad", "fusiongrad"])
