@@ -9,8 +9,9 @@ For :math:`y = \\max(0, z)` with upstream gradient :math:`g`, the three backward
 Every ReLU of the forward pass gets the rule: ``nn.ReLU`` modules (in-place ones and modules reused
 several times, as in torchvision's ResNet, included) and functional ``F.relu`` / ``torch.relu``
 calls alike (:class:`._activations.Activations`). The rules are defined for ReLU networks only: a
-model that applies another activation (GELU, SiLU, sigmoid, ...) is refused, because its gradient
-would pass unchanged and the result would be neither method.
+model that applies another activation (GELU, SiLU, sigmoid, ...), alone or beside ReLUs, is
+refused with the activation and its modules named (a vision transformer's GELU, for example),
+because its gradient would pass unchanged and the result would be neither method.
 """
 from __future__ import annotations
 
@@ -65,8 +66,18 @@ def relu_backward_rule(model: nn.Module, x: torch.Tensor, target: Target, rule, 
                                len(x))
         if activations.others():
             raise ValueError(f"{rule.method} changes the backward rule of ReLU, but this model also "
-                             f"applies {activations.others()}; the method is defined for ReLU networks only.")
+                             f"applies {activations.others()}{_where(model, activations.counts)}; the method is "
+                             f"defined for ReLU networks only (on other activations it would return their plain "
+                             f"gradient).")
         return grad
+
+
+def _where(model: nn.Module, counts) -> str:
+    """`` (modules 'mlp.1', ...)``: the activation modules that are not ReLU, to name them in the refusal."""
+    names = [name for name, m in model.named_modules() if type(m).__name__ in counts and type(m).__name__ != "ReLU"]
+    if not names:
+        return " (as functions)"
+    return f" (module{'s' * (len(names) > 1)} {', '.join(repr(n) for n in names[:3])}{', ...' * (len(names) > 3)})"
 
 
 def deconvnet(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: int | None = None) -> torch.Tensor:

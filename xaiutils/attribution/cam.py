@@ -22,6 +22,12 @@ Conventions that differ between libraries:
   activations a leaf of a fresh graph, so the forward pass below the layer builds no graph and
   the backward pass stops at the layer. A layer must run exactly once per forward pass
   (torchvision's ResNet reuses one ``ReLU`` per block: use the block, e.g. ``"layer4"``).
+* A vision transformer's layer gives tokens ``(B, T, D)`` (batch first): the class token is
+  dropped and the patch tokens are laid out on their ``h x w`` grid as a ``(B, D, h, w)`` map
+  (:func:`._tokens.tokens_to_grid`; pytorch-grad-cam's ``reshape_transform`` for a ViT), e.g.
+  ``layer="encoder.layers.encoder_layer_1.ln_1"`` (chapter "Explaining transformers"). The last
+  block's output is a poor choice: only its class token reaches the head, so the patch tokens'
+  gradients are zero there.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from ..core.checks import check_input, check_model_input
 from ..core.layers import last_conv_layer, resolve_layer
 from ..core.model_state import explaining
 from ..core.targets import Target, as_index, rows_of, select
+from ._tokens import tokens_to_grid
 from .backprop import guided_backprop
 
 # (activations, gradients or None, the chunk's target) -> weights broadcastable to activations
@@ -55,9 +62,10 @@ def _watch(layer: nn.Module, hooks: list, *, on_input: bool = False) -> list[tor
     seen: list[torch.Tensor] = []
 
     def swap(value):
-        if not isinstance(value, torch.Tensor) or value.dim() != 4:
+        if not isinstance(value, torch.Tensor) or value.dim() not in (3, 4):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"a CAM layer must produce a (B, C, h, w) tensor, got {shape}; pick a convolutional layer.")
+            raise ValueError(f"a CAM layer must produce a (B, C, h, w) feature map or (B, T, D) tokens, got {shape}; "
+                             "pick a convolutional layer or a vision transformer's token layer.")
         leaf = value.detach().requires_grad_(torch.is_grad_enabled())
         seen.append(leaf)
         return leaf.clone()
@@ -111,6 +119,8 @@ def cam_core(model: nn.Module, x: torch.Tensor, target: Target, layer, weigh: We
                     (g,) = torch.autograd.grad(select(output, chunk_target).sum(), a, allow_unused=True)
                     g = torch.zeros_like(a) if g is None else g
             a = a.detach()
+            if a.dim() == 3:
+                a, g = _token_maps(a, g, rows)
             return (weigh(a, g, chunk_target) * a).sum(1, keepdim=True)
 
         maps = map_batched(one, x, batch_size, x.shape[0])
@@ -119,6 +129,15 @@ def cam_core(model: nn.Module, x: torch.Tensor, target: Target, layer, weigh: We
     if upsample:
         maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return maps
+
+
+def _token_maps(a: torch.Tensor, g: torch.Tensor | None, rows: torch.Tensor):
+    """A transformer layer's ``(B, T, D)`` tokens and gradients as ``(B, D, h, w)`` maps of the patch tokens."""
+    if a.shape[0] != rows.shape[0] or rows.dim() != 4:
+        raise ValueError(f"a token layer must produce batch-first tokens (B, T, D) of an image batch; got shape "
+                         f"{tuple(a.shape)} for x of shape {tuple(rows.shape)}.")
+    size = rows.shape[-2:]
+    return tokens_to_grid(a, size), None if g is None else tokens_to_grid(g, size)
 
 
 # ---------------------------------------------------------------------------- CAM

@@ -65,6 +65,26 @@ def _broadcast_bias(bias_of_layer: tuple[torch.Tensor, bool], grad: torch.Tensor
     return bias.view(1, -1, *[1] * (grad.dim() - 2))
 
 
+_UNCOUNTED = (nn.MultiheadAttention, nn.LayerNorm, nn.GroupNorm)
+
+
+def _refuse_transformers(model: nn.Module) -> None:
+    """FullGrad's decomposition needs every bias counted and an image grid for every bias term."""
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _UNCOUNTED):
+            found.setdefault(type(module).__name__, name)
+    if found:
+        listed = ", ".join(f"{kind} ({name!r})" for kind, name in found.items())
+        raise ValueError(
+            f"fullgrad is defined for convolutional networks whose biases are those of Linear, Conv and BatchNorm "
+            f"layers; this model has {listed}. Softmax attention and layer or group normalisation carry biases and "
+            f"non-linearities FullGrad does not count, and a transformer's biases act on tokens (B, T, D) rather "
+            f"than an image grid, so its input and bias maps would not add up to the score. For a vision "
+            f"transformer use attention_relevance or attention_rollout (xaiutils.attribution.attention), or "
+            f"grad_cam on a token layer.")
+
+
 def _fullgrad_psi(term: torch.Tensor, size) -> torch.Tensor:
     """pytorch-grad-cam's post-processing: abs, each channel min-max scaled to [0, 1], summed, upsampled."""
     term = term.abs()
@@ -104,10 +124,14 @@ def fullgrad(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: i
     Returns:
         ``(B, 1, H, W)``, non-negative, not normalised.
 
+    A model with attention, LayerNorm or GroupNorm (a vision transformer) is refused: their
+    biases are not counted, and a transformer's bias terms have no image grid.
+
     Reference: ``srinivas2019full``. Chapter 7.
     """
     size = x.shape[-2:]
     with explaining(model, x, target, min_dim=4) as hooks:
+        _refuse_transformers(model)
         def one(rows: torch.Tensor, s: slice) -> torch.Tensor:
             hooks.remove_all()
             input_term, bias_terms, _ = full_gradient_terms(model, rows, rows_of(target, s), hooks)
