@@ -155,6 +155,18 @@ def test_recorded_probabilities_are_torchs_own_attention_weights(batch_first):
         assert torch.allclose(out, expected_out, atol=1e-12)
 
 
+def test_recorded_probabilities_of_unbatched_cross_attention_with_other_key_widths():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(12, 3, kdim=6, vdim=6).double().eval()
+    q, kv = torch.randn(5, 12, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    padding = torch.tensor([False, False, True, False])
+    expected_out, expected = mha(q, kv, kv, key_padding_mask=padding, average_attn_weights=False)
+    with explaining(mha) as hooks, recording(mha, hooks) as calls:
+        out, _ = mha(q, kv, kv, key_padding_mask=padding)
+    assert torch.allclose(calls[0].probabilities[0], expected, atol=1e-12) and torch.equal(out, expected_out)
+    assert calls[0].padding.tolist() == [padding.tolist()]
+
+
 @pytest.mark.parametrize("kind", ["vit", "text"])
 def test_recording_leaves_the_output_and_its_input_gradient_as_they_are(kind):
     """The module's output value is passed on bit for bit (that of the unfused kernels, which
@@ -461,6 +473,16 @@ class NotReproducible(nn.Module):
         return self.attention(x, x, x)[0].sum(1)
 
 
+class CrossAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.memory = nn.Parameter(torch.randn(1, 5, 8))
+
+    def forward(self, x):
+        return self.attention(x, self.memory.expand(len(x), -1, -1), self.memory.expand(len(x), -1, -1))[0].sum(1)
+
+
 BAD = [
     ("a CNN", lambda: raw_attention(mnist_cnn(), torch.rand(2, 1, 28, 28), upsample=None), ValueError,
      r"model must contain attention layers .*got a MnistCNN with none"),
@@ -493,6 +515,8 @@ BAD = [
      ValueError, r"add_bias_kv=True or add_zero_attn=True is not supported"),
     ("changed attention", lambda: raw_attention(NotReproducible().eval(), torch.rand(2, 3, 8)), RuntimeError,
      r"could not be recomputed from its input"),
+    ("cross-attention", lambda: attention_rollout(CrossAttention().eval(), torch.rand(2, 3, 8)), ValueError,
+     r"attention layer 0 maps 3 queries to 5 keys; these methods need self-attention"),
     ("batch_size", lambda: raw_attention(tiny_vit(), images(), batch_size=0), ValueError,
      r"batch_size must be an integer >= 1; got 0"),
 ]
