@@ -515,6 +515,7 @@ BAD = [
      ValueError, r"add_bias_kv=True or add_zero_attn=True is not supported"),
     ("changed attention", lambda: raw_attention(NotReproducible().eval(), torch.rand(2, 3, 8)), RuntimeError,
      r"could not be recomputed from its input"),
+    ("not a model", lambda: raw_attention("vit", IDS), TypeError, r"model must be a torch.nn.Module; got str"),
     ("cross-attention", lambda: attention_rollout(CrossAttention().eval(), torch.rand(2, 3, 8)), ValueError,
      r"attention layer 0 maps 3 queries to 5 keys; these methods need self-attention"),
     ("batch_size", lambda: raw_attention(tiny_vit(), images(), batch_size=0), ValueError,

@@ -191,6 +191,10 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, target: Target, *, qu
 def _check_x(model: nn.Module, x) -> None:
     if isinstance(x, torch.Tensor) and not x.is_floating_point():
         check_token_ids(x, "x")
+        parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        if parameter is not None and parameter.device != x.device:
+            raise ValueError(f"x is on {x.device} but the model is on {parameter.device}; "
+                             f"use x.to({str(parameter.device)!r}).")
     else:
         check_input(x, min_dim=2)
         check_model_input(model, x)
