@@ -25,7 +25,10 @@ How the relevance travels through the model's own backward pass:
 * activations, and a BatchNorm on its own, pass relevance on unchanged; max-pooling passes it to
   the maximum, which is its gradient;
 * a residual sum ``a + b`` shares relevance in proportion to ``a`` and ``b`` (``residual="proportional"``,
-  Zennit's Sum rule), or copies it to both, which is the plain gradient of ``+`` (``residual="gradient"``).
+  Zennit's Sum rule), or copies it to both, which is the plain gradient of ``+`` (``residual="gradient"``);
+* with a transformer composite, LayerNorm, ``nn.MultiheadAttention`` and the functions of the forward get
+  the rules of AttnLRP or CP-LRP (:mod:`.lrp_transformer`), and token ids are explained at the output of
+  their embedding layer.
 """
 from __future__ import annotations
 
@@ -313,14 +316,34 @@ def attach(model: nn.Module, rules: dict[nn.Module, Rule], hooks: list) -> None:
             hooks.append(module.register_forward_hook(_activation_forward))
 
 
-def check_supported(model: nn.Module) -> None:
-    """Refuse a model with parameters in modules that have no rule."""
+def _constant_holders() -> tuple[type, ...]:
+    """Modules whose own parameters the models we know use as constants: a class token that is concatenated,
+    position embeddings that are added (a bias)."""
+    from ..text import TextClassifier
+    holders: tuple[type, ...] = (TextClassifier, nn.Embedding)
+    try:
+        from torchvision.models.vision_transformer import Encoder, VisionTransformer
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return holders
+    return holders + (Encoder, VisionTransformer)
+
+
+def check_supported(model: nn.Module, attention: bool = False) -> None:
+    """Refuse a model with parameters in modules that have no rule. With ``attention`` (the AttnLRP and CP-LRP
+    composites), ``nn.LayerNorm``, ``nn.MultiheadAttention`` and the constants of known transformers have one."""
+    known = LAYERS + BATCHNORM + ACTIVATIONS
+    if attention:
+        known += (nn.LayerNorm, nn.MultiheadAttention) + _constant_holders()
     unknown = sorted({type(m).__name__ for m in model.modules()
-                      if next(m.parameters(recurse=False), None) is not None
-                      and not isinstance(m, LAYERS + BATCHNORM + ACTIVATIONS)})
+                      if next(m.parameters(recurse=False), None) is not None and not isinstance(m, known)})
     if unknown:
-        raise ValueError(f"lrp has rules for nn.Linear, nn.Conv1d/2d/3d and BatchNorm layers, but the model also "
-                         f"has parameters in {', '.join(unknown)}; their relevance would be the plain gradient.")
+        rules = "nn.Linear, nn.Conv1d/2d/3d and BatchNorm layers" + (
+            ", nn.LayerNorm, nn.MultiheadAttention and the embeddings of torchvision's VisionTransformer and "
+            "xaiutils.text.TextClassifier" if attention else "")
+        hint = "" if attention or not {"LayerNorm", "MultiheadAttention"} & set(unknown) else \
+            " For a transformer use composite='attn_lrp' or 'cp_lrp'."
+        raise ValueError(f"lrp has rules for {rules}, but the model also has parameters in {', '.join(unknown)}; "
+                         f"their relevance would be the plain gradient.{hint}")
 
 
 def _residual_sums(residual: str):
@@ -328,18 +351,46 @@ def _residual_sums(residual: str):
     return explicit_additions(_ProportionalSum.apply) if residual == "proportional" else nullcontext()
 
 
+def _embedding_leaf(embedding: nn.Module, leaves: list):
+    """A forward hook that makes the embedding's output a leaf whose relevance is read (token ids as input)."""
+    def hook(module, args, output):
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.dim() < 3:
+            raise ValueError(f"embedding must output one vector per token (B, T, D); got "
+                             f"{getattr(output, 'shape', type(output).__name__)}.")
+        leaves.append(output.detach().requires_grad_(True))
+        return leaves[-1]
+    return hook
+
+
 def propagate(model: nn.Module, x: torch.Tensor, target: Target, rules: dict[nn.Module, Rule], hooks: HookList,
-              residual: str = "proportional") -> torch.Tensor:
+              residual: str = "proportional", attention=None, embedding: nn.Module | None = None) -> torch.Tensor:
     """The relevance of ``x`` for ``target``: :math:`R = f(x) \\odot \\partial t / \\partial f(x)` at the
-    output, carried back to ``x`` by the hooks of :func:`attach`, which are removed afterwards."""
+    output, carried back to ``x`` by the hooks of :func:`attach`, which are removed afterwards.
+
+    ``attention``: an :class:`~.lrp_transformer.AttentionRules` for LayerNorm, attention and the functions
+    of a transformer's forward. ``embedding``: ``x`` holds token ids, and the relevance is that of this
+    layer's output, summed over its last dims, ``(B, T)``."""
+    from .lrp_transformer import attach_attention, transformer_functions
     attach(model, rules, hooks)
     try:
-        x = x.detach().requires_grad_(True)
+        leaves: list = []
+        if embedding is None:
+            x = x.detach().requires_grad_(True)
+        else:
+            hooks.append(embedding.register_forward_hook(_embedding_leaf(embedding, leaves)))
+        functions = nullcontext()
+        if attention is not None:
+            attach_attention(model, attention, hooks)
+            functions = transformer_functions(model, attention, hooks)
         with torch.enable_grad():
-            with _residual_sums(residual):
+            with _residual_sums(residual), functions:
                 out = model(x)
+            if embedding is not None and len(leaves) != 1:
+                raise ValueError(f"embedding ran {len(leaves)} times in one forward pass of the model; pass the "
+                                 "layer that embeds the token ids, which runs exactly once.")
+            source = x if embedding is None else leaves[0]
             (seed,) = torch.autograd.grad(select(out, target).sum(), out, retain_graph=True)
-            (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed * out.detach())
-        return relevance
+            (relevance,) = torch.autograd.grad(out, source, grad_outputs=seed * out.detach())
+        return relevance if embedding is None else relevance.flatten(2).sum(2)
     finally:
         hooks.remove_all()

@@ -24,11 +24,14 @@ A composite (:class:`Composite`) says which rule each layer gets. Everywhere, as
 activations pass relevance unchanged, max-pooling sends it to the maximum (its gradient), average
 pooling and residual additions share it in proportion to their inputs (or, with
 ``residual="gradient"``, an addition copies it to both branches), and a BatchNorm that follows a
-linear layer is merged into it (:mod:`._canonize`). References: ``bach2015pixel`` (LRP, epsilon,
-alpha-beta), ``montavon2017explaining`` (z+, z^B), ``montavon2019layer`` (gamma, composites),
-``lapuschkin2019unmasking`` (flat), ``anders2021software`` (Zennit), ``ancona2018towards``
-(epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks; biases break conservation,
-not this equivalence, as chapter 6 shows).
+linear layer is merged into it (:mod:`._canonize`). The composites "attn_lrp" and "cp_lrp" add the rules
+of AttnLRP and CP-LRP for LayerNorm, attention and GELU (:mod:`.lrp_transformer`; chapter "Explaining
+transformers"), so that vision transformers and text classifiers are explained by the same mechanism.
+References: ``bach2015pixel`` (LRP, epsilon, alpha-beta), ``montavon2017explaining`` (z+, z^B),
+``montavon2019layer`` (gamma, composites), ``lapuschkin2019unmasking`` (flat), ``anders2021software``
+(Zennit), ``ancona2018towards`` (epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks;
+biases break conservation, not this equivalence, as chapter 6 shows), ``achtibat2024attnlrp`` (AttnLRP),
+``ali2022xai`` (CP-LRP).
 """
 from __future__ import annotations
 
@@ -38,14 +41,17 @@ import torch
 from torch import nn
 
 from ..core.batching import map_batched
-from ..core.checks import check_choice, check_finite
+from ..core.checks import check_choice, check_finite, describe
 from ..core.model_state import explaining
-from ..core.targets import Target, rows_of
+from ..core.targets import Target, check_target, rows_of
+from .lrp_transformer import ATTENTION_RULES, AttentionRules
+from .embeddings import _embedding_layer, _vocab_size, check_token_ids
 from ._relevance import (AVERAGE_POOLINGS, CONVOLUTIONS, LAYERS, RESIDUALS, STABILISER, check_supported, identity,
                          negative, positive, propagate)
 
-__all__ = ["lrp", "COMPOSITES", "RESIDUALS", "Composite", "named_composite", "Rule", "Part", "Term", "STABILISER",
-           "epsilon_rule", "zplus_rule", "alpha_beta_rule", "gamma_rule", "flat_rule", "zbox_rule"]
+__all__ = ["lrp", "COMPOSITES", "TRANSFORMER_COMPOSITES", "ATTENTION_RULES", "RESIDUALS", "Composite",
+           "named_composite", "Rule", "Part", "Term", "STABILISER", "epsilon_rule", "zplus_rule", "alpha_beta_rule",
+           "gamma_rule", "flat_rule", "zbox_rule"]
 
 
 # ---------------------------------------------------------------------------- what a rule is
@@ -151,11 +157,17 @@ def zbox_rule(low=None, high=None) -> Rule:
 class Composite(NamedTuple):
     """Which rule each Linear/Conv layer gets: ``first`` for the first layer (the first module in
     ``model.modules()`` order of the kind ``first_on``, "conv" or "any"), ``conv`` for convolutions,
-    ``dense`` for ``nn.Linear``. Average pooling always gets the epsilon rule with :data:`STABILISER`."""
+    ``dense`` for ``nn.Linear``. Average pooling always gets the epsilon rule with :data:`STABILISER`.
+
+    ``attention``: ``None`` for networks without LayerNorm or attention, or one of :data:`ATTENTION_RULES`:
+    ``"attn_lrp"`` (``achtibat2024attnlrp``) or ``"cp_lrp"`` (``ali2022xai``), the rules of
+    :mod:`.lrp_transformer` for ``nn.MultiheadAttention``, ``nn.LayerNorm`` and the functions of a
+    transformer's forward (GELU, constants added, sums)."""
     dense: Rule
     conv: Rule
     first: Rule | None = None
     first_on: str = "any"
+    attention: str | None = None
 
     def layer_rules(self, model: nn.Module) -> dict[nn.Module, Rule]:
         """The rule of each Linear/Conv layer and each average pooling of ``model``."""
@@ -174,22 +186,31 @@ class Composite(NamedTuple):
 
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
+TRANSFORMER_COMPOSITES = ATTENTION_RULES  # ("attn_lrp", "cp_lrp"): epsilon on every layer, and attention's rules
 
 
 def named_composite(name: str, *, epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None) -> Composite:
-    """The composite called ``name``, one of :data:`COMPOSITES`, as Zennit's composites of the same names:
+    """The composite called ``name``, one of :data:`COMPOSITES` (as Zennit's composites of the same names)
+    or :data:`TRANSFORMER_COMPOSITES`:
 
     * ``"epsilon"``: epsilon on every layer;
     * ``"epsilon_plus"``: z+ on convolutions, epsilon on dense layers;
     * ``"epsilon_plus_flat"``: as epsilon_plus, with flat on the first layer;
     * ``"epsilon_gamma_box"``: gamma on convolutions, epsilon on dense layers, z^B with the bounds
       ``low`` and ``high`` on the first convolution;
-    * ``"epsilon_alpha2_beta1"``: alpha=2, beta=1 on convolutions, epsilon on dense layers.
+    * ``"epsilon_alpha2_beta1"``: alpha=2, beta=1 on convolutions, epsilon on dense layers;
+    * ``"attn_lrp"``: AttnLRP (``achtibat2024attnlrp``): epsilon on every Linear/Conv layer, LayerNorm with
+      its standard deviation held constant, the softmax rule, the uniform rule on :math:`QK^\\top` and
+      :math:`AV`, the identity rule on GELU; chapter "Explaining transformers";
+    * ``"cp_lrp"``: as attn_lrp, but the attention weights are constants (CP-LRP, ``ali2022xai``), as lxt's
+      patch of torchvision's ViT.
 
     ``epsilon`` is that of every epsilon rule, ``gamma`` that of the gamma rule. Chapter 6.
     """
-    check_choice(name, "composite", COMPOSITES)
+    check_choice(name, "composite", COMPOSITES + TRANSFORMER_COMPOSITES)
     eps = epsilon_rule(epsilon)
+    if name in TRANSFORMER_COMPOSITES:
+        return Composite(dense=eps, conv=eps, attention=name)
     if name == "epsilon":
         return Composite(dense=eps, conv=eps)
     if name == "epsilon_plus":
@@ -213,9 +234,9 @@ def _bounds(value, x: torch.Tensor, name: str):
 
 
 # ---------------------------------------------------------------------------- the entry point
-def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[str, Composite] = "epsilon_plus",
+def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[str, Composite, None] = None,
         epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None, residual: str = "proportional",
-        batch_size: int | None = None) -> torch.Tensor:
+        embedding: nn.Module | str | None = None, batch_size: int | None = None) -> torch.Tensor:
     """Layer-wise relevance propagation of the score :math:`f_c(x)` to the input.
 
     The relevance entering the network is :math:`R = f(x) \\odot \\partial t / \\partial f(x)` for the
@@ -227,13 +248,20 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
         model: a network of ``nn.Linear``/``nn.Conv*d`` layers, BatchNorm, pooling and activation
             modules; ``+`` of two branches (a residual connection) is treated as a sum layer. A ReLU
             may also be a function (its gradient passes relevance too); other activations must be
-            modules, as functions they would scale relevance by their derivative.
-        x: input batch ``(B, ...)``.
+            modules, as functions they would scale relevance by their derivative. With the transformer
+            composites also ``nn.LayerNorm``, ``nn.MultiheadAttention`` (its own forward, boolean or
+            0/-inf masks), GELU as a function and functions linear in the input (constants added,
+            scaling, sums): torchvision's ``VisionTransformer``, ``nn.TransformerEncoderLayer`` and
+            :class:`xaiutils.text.TextClassifier`. A softmax or matmul written in the forward is refused.
+        x: input batch ``(B, ...)``, or ``(B, T)`` integer token ids for a model with an embedding layer.
         target: int, ``(B,)`` tensor of class indices, or a callable ``output -> (B,)``.
         composite: one of :data:`COMPOSITES` ("epsilon", "epsilon_plus", "epsilon_plus_flat",
-            "epsilon_gamma_box", "epsilon_alpha2_beta1"; :func:`named_composite` says what each
-            does), or a :class:`Composite` of rules built with :func:`epsilon_rule`, :func:`zplus_rule`,
-            :func:`alpha_beta_rule`, :func:`gamma_rule`, :func:`flat_rule`, :func:`zbox_rule`.
+            "epsilon_gamma_box", "epsilon_alpha2_beta1") or :data:`TRANSFORMER_COMPOSITES` ("attn_lrp",
+            "cp_lrp"; :func:`named_composite` says what each does), or a :class:`Composite` of rules built
+            with :func:`epsilon_rule`, :func:`zplus_rule`, :func:`alpha_beta_rule`, :func:`gamma_rule`,
+            :func:`flat_rule`, :func:`zbox_rule`. Default: ``"attn_lrp"`` for a model with an
+            ``nn.MultiheadAttention``, else ``"epsilon_plus"`` (which refuses a LayerNorm: pass
+            ``"attn_lrp"`` for its rule).
         epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6).
         gamma: the gamma of the gamma rule.
         low, high: the bounds of the z^B rule, floats or tensors broadcastable to ``x`` (e.g.
@@ -244,25 +272,48 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
             to the summands, :math:`R_a = \\frac{a}{a + b} R` and :math:`R_b = \\frac{b}{a + b} R`
             (stabilised), which conserves it; ``"gradient"`` uses the plain backward of ``+``, which
             copies :math:`R` to both branches.
+        embedding: for token ids ``x``, the layer that embeds them (a module of ``model`` or its dotted
+            name; default ``model.embedding``). Its output's relevance is returned, summed over the
+            embedding dimension: the relevance of each token, ``(B, T)``. Positions added after it are
+            a bias and keep their share.
         batch_size: at most this many rows per pass (default: the whole batch).
 
     Returns:
-        The relevance of each input element, shape of ``x``; raw and signed.
+        The relevance of each input element, shape of ``x`` (token ids: ``(B, T)``); raw and signed.
 
-    References ``bach2015pixel``, ``montavon2019layer``. Chapter 6.
+    References ``bach2015pixel``, ``montavon2019layer``, ``achtibat2024attnlrp``, ``ali2022xai``. Chapter 6
+    and chapter "Explaining transformers".
     """
     check_choice(residual, "residual", RESIDUALS)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {describe(model)}.")
+    if composite is None:
+        attends = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        composite = "attn_lrp" if attends else "epsilon_plus"
     if isinstance(composite, str):
-        check_choice(composite, "composite", COMPOSITES)
+        check_choice(composite, "composite", COMPOSITES + TRANSFORMER_COMPOSITES)
     elif not isinstance(composite, Composite):
         raise TypeError(f"composite must be a name or a Composite; got {type(composite).__name__}.")
-    with explaining(model, x, target) as hooks:
-        check_supported(model)
+    elif composite.attention is not None:
+        check_choice(composite.attention, "Composite.attention", ATTENTION_RULES)
+    attention = named_composite(composite).attention if isinstance(composite, str) else composite.attention
+    tokens = isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    layer = None
+    if tokens:
+        layer = _embedding_layer(model, embedding)
+        x = check_token_ids(x, "x", _vocab_size(layer))
+        check_target(target, len(x))
+    elif embedding is not None:
+        raise ValueError(f"embedding is for token ids; x is {describe(x)}, so pass embedding=None.")
+    with explaining(model, None if tokens else x, target) as hooks:
+        check_supported(model, attention is not None)
         low, high = _bounds(low, x, "low"), _bounds(high, x, "high")
+        rules = None if attention is None else AttentionRules(attention, epsilon)
 
         def explain(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
             chosen = composite if isinstance(composite, Composite) else named_composite(
                 composite, epsilon=epsilon, gamma=gamma, low=rows_of(low, chunk), high=rows_of(high, chunk))
-            return propagate(model, rows, rows_of(target, chunk), chosen.layer_rules(model), hooks, residual)
+            return propagate(model, rows, rows_of(target, chunk), chosen.layer_rules(model), hooks, residual,
+                             rules, layer)
 
         return map_batched(explain, x, batch_size, default=len(x))

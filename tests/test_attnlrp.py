@@ -1,0 +1,521 @@
+"""AttnLRP and CP-LRP (chapter "Explaining transformers"): each rule against a float64 matrix form written
+here, the attention block against a reference of the whole block, conservation up to the terms the paper
+names, agreement with lxt (the authors' library), and what is refused."""
+import importlib
+import os
+import sys
+import types
+
+import pytest
+import torch
+import torchvision
+from helpers import assert_unchanged, snapshot
+from torch import nn
+from torch.nn import functional as F
+
+from xaiutils.attribution import _relevance
+from xaiutils.attribution.lrp_transformer import (AttentionRules, attach_attention, attention_forward,
+                                                   layer_norm_rule, matmul_rule, softmax_rule, transformer_functions)
+from xaiutils.attribution._canonize import explicit_additions
+from xaiutils.attribution.lrp import Composite, epsilon_rule, lrp, named_composite
+from xaiutils.core.model_state import explaining
+from xaiutils.text import TextClassifier, TextConfig
+
+@pytest.fixture(autouse=True)
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def relevance_of(out, inputs, relevance):
+    """The backward of the rules carries relevance: seeding the output with R gives the inputs' R."""
+    return torch.autograd.grad(out, inputs, grad_outputs=relevance)
+
+
+def stab(z, eps):
+    return z + eps * torch.where(z >= 0, 1.0, -1.0)
+
+
+# ---------------------------------------------------------------------------- each rule, matrix form
+def test_softmax_rule_is_the_taylor_expansion_and_leaks_its_bias():
+    """R_i = x_i (R_i - s_i sum_j R_j), written out as the epsilon rule on the linearisation
+    s(x) ~ J x + b with J_ji = s_j (delta_ij - s_i): the bias b = s - J x absorbs sum_j b_j R_j / s_j."""
+    torch.manual_seed(0)
+    x, relevance = torch.randn(5), torch.randn(5)
+    x_leaf = x.clone().requires_grad_(True)
+    (ours,) = relevance_of(softmax_rule(x_leaf, 0), x_leaf, relevance)
+    s = torch.softmax(x, 0)
+    jacobian = torch.diag(s) - torch.outer(s, s)  # J[j, i] = ds_j / dx_i
+    expected = torch.stack([sum(x[i] * jacobian[j, i] * relevance[j] / s[j] for j in range(5)) for i in range(5)])
+    assert torch.allclose(ours, expected, rtol=1e-12, atol=1e-14)
+    bias = s - jacobian @ x
+    assert abs(ours.sum() - (relevance.sum() - (bias * relevance / s).sum())) < 1e-12
+    assert abs(ours.sum() - relevance.sum()) > 1e-3  # the bias term is not negligible
+
+
+def test_softmax_rule_gives_masked_scores_nothing():
+    x = torch.tensor([0.3, float("-inf"), -1.2, 2.0]).requires_grad_(True)
+    (ours,) = relevance_of(softmax_rule(x, 0), x, torch.tensor([0.5, 0.0, -0.2, 1.0]))
+    assert ours[1] == 0 and torch.isfinite(ours).all()
+
+
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_matmul_rule_splits_each_product_between_its_factors(share):
+    """c_ik = sum_j a_ij b_jk: the epsilon rule over j, then a_ij b_jk's relevance split share : 1 - share."""
+    torch.manual_seed(1)
+    a, b, relevance, eps = torch.randn(3, 4), torch.randn(4, 2), torch.randn(3, 2), 1e-3
+    leaves = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ours_a, ours_b = relevance_of(matmul_rule(*leaves, share, eps), leaves, relevance)
+    c = a @ b
+    expected_a, expected_b = torch.zeros_like(a), torch.zeros_like(b)
+    for i in range(3):
+        for j in range(4):
+            for k in range(2):
+                product = a[i, j] * b[j, k] * relevance[i, k] / stab(c[i, k], eps)
+                expected_a[i, j] += share * product
+                expected_b[j, k] += (1 - share) * product
+    assert torch.allclose(ours_a, expected_a, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(ours_b, expected_b, rtol=1e-12, atol=1e-14)
+    conserved = (ours_a.sum() + ours_b.sum()) / (relevance * c / stab(c, eps)).sum()
+    assert abs(conserved - 1) < 1e-12
+
+
+def test_layer_norm_rule_is_the_epsilon_rule_on_the_norm_with_sigma_held():
+    """y = gamma (x - mean x) / sigma + beta with sigma constant is y = M x + beta, M = diag(gamma / sigma) C:
+    R_x = x * M^T (R / stab(y)); the sum is kept up to the bias: sum R_x = sum (y - beta) R / stab(y)."""
+    torch.manual_seed(2)
+    norm = nn.LayerNorm(6)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x, relevance, eps = torch.randn(3, 6) * 2 + 1, torch.randn(3, 6), 1e-4
+    x_leaf = x.clone().requires_grad_(True)
+    out = layer_norm_rule(x_leaf, norm, eps)
+    assert torch.allclose(out, norm(x), rtol=0, atol=1e-14)
+    (ours,) = relevance_of(out, x_leaf, relevance)
+    centring = torch.eye(6) - torch.full((6, 6), 1 / 6)
+    y = norm(x).detach()
+    for row in range(3):
+        sigma = (x[row].var(unbiased=False) + norm.eps).sqrt()
+        matrix = torch.diag(norm.weight.detach() / sigma) @ centring
+        expected = x[row] * (matrix.T @ (relevance[row] / stab(y[row], eps)))
+        assert torch.allclose(ours[row], expected, rtol=1e-12, atol=1e-14)
+        kept = ((y[row] - norm.bias.detach()) * relevance[row] / stab(y[row], eps)).sum()
+        assert abs(ours[row].sum() - kept) < 1e-12
+
+
+def test_identity_rule_on_gelu_as_module_and_as_function():
+    """GELU passes relevance unchanged, whether a module or F.gelu inside the forward."""
+    class Functional(nn.Module):
+        def __init__(self, first, second):
+            super().__init__()
+            self.first, self.second, self.norm = first, second, nn.LayerNorm(8)
+
+        def forward(self, x):
+            return self.second(F.gelu(self.norm(self.first(x))))
+
+    torch.manual_seed(3)
+    first, second = nn.Linear(4, 8), nn.Linear(8, 3)
+    with_module = nn.Sequential(first, nn.LayerNorm(8), nn.GELU(), second).eval()
+    with_module[1].load_state_dict(Functional(first, second).norm.state_dict())
+    functional = Functional(first, second).eval()
+    functional.norm.load_state_dict(with_module[1].state_dict())
+    x = torch.randn(5, 4)
+    assert torch.equal(lrp(with_module, x, 1, composite="attn_lrp"), lrp(functional, x, 1, composite="attn_lrp"))
+    h = torch.randn(2, 8).requires_grad_(True)
+    relevance = torch.randn(2, 8)
+    with torch.enable_grad(), transformer_functions(nn.Identity(), AttentionRules(), []):
+        out = F.gelu(h)
+    assert torch.allclose(out, F.gelu(h.detach()), rtol=0, atol=0)
+    assert torch.equal(relevance_of(out, h, relevance)[0], relevance)
+
+
+def test_functions_linear_in_the_input_get_the_epsilon_rule():
+    """A constant added is a bias (R_x = x R / stab(x + c)); scaling passes R; a sum shares it in proportion."""
+    torch.manual_seed(4)
+    x, constant, relevance = torch.randn(3, 4), torch.randn(4), torch.randn(3, 4)
+    x_leaf = x.clone().requires_grad_(True)
+    with torch.enable_grad(), transformer_functions(nn.Identity(), AttentionRules(epsilon=0.0), []):
+        added, scaled, summed = x_leaf + constant, x_leaf / 3.0, x_leaf.sum(1)
+    assert torch.allclose(relevance_of(added, x_leaf, relevance)[0], x * relevance / (x + constant), rtol=1e-12)
+    assert torch.allclose(relevance_of(scaled, x_leaf, relevance)[0], relevance, rtol=1e-12)
+    row_relevance = torch.randn(3)
+    assert torch.allclose(relevance_of(summed, x_leaf, row_relevance)[0], x * (row_relevance / x.sum(1))[:, None],
+                          rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the attention block
+def attention(embed=16, heads=4, batch_first=True, bias=True, kdim=None, seed=5):
+    torch.manual_seed(seed)
+    module = nn.MultiheadAttention(embed, heads, bias=bias, batch_first=batch_first, kdim=kdim, vdim=kdim).eval()
+    for p in module.parameters():
+        nn.init.normal_(p, std=0.4)
+    return module
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("masks", ["none", "bool", "float", "attn3d"])
+def test_recomputed_attention_gives_the_module_output(batch_first, masks):
+    module = attention(batch_first=batch_first)
+    torch.manual_seed(6)
+    q, kv = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    padding = torch.tensor([[False] * 5 + [True] * 2, [False] * 7])
+    causal = torch.triu(torch.ones(5, 7, dtype=torch.bool), diagonal=3)
+    kwargs = {"none": {}, "bool": {"key_padding_mask": padding, "attn_mask": causal},
+              "float": {"key_padding_mask": torch.zeros(2, 7).masked_fill(padding, float("-inf"))},
+              "attn3d": {"attn_mask": causal.expand(8, 5, 7)}}[masks]
+    if not batch_first:
+        q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+    expected = module(q, kv, kv, need_weights=False, **kwargs)[0]
+    for kind in ("attn_lrp", "cp_lrp"):
+        ours = attention_forward(module, q, kv, kv, kwargs.get("key_padding_mask"), kwargs.get("attn_mask"),
+                                 AttentionRules(kind))
+        assert torch.allclose(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_recomputed_cross_attention_with_other_key_width():
+    module = attention(kdim=6)
+    torch.manual_seed(7)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 4, 6)
+    assert torch.allclose(attention_forward(module, q, kv, kv), module(q, kv, kv)[0], rtol=0, atol=1e-12)
+
+
+def reference_attention(module, x, relevance, kind):
+    """AttnLRP/CP-LRP through self-attention on one sequence x (L, E), epsilon = 0, written as matrices.
+    Returns R_x and the relevance each bias and each softmax absorbs."""
+    heads, width = module.num_heads, module.head_dim
+    w_q, w_k, w_v = (w.detach() for w in module.in_proj_weight.chunk(3))
+    b_q, b_k, b_v = (b.detach() for b in module.in_proj_bias.chunk(3))
+    w_q, b_q = w_q / width ** 0.5, b_q / width ** 0.5
+    w_o, b_o = module.out_proj.weight.detach(), module.out_proj.bias.detach()
+
+    def linear_back(inp, w, b, r):
+        z = inp @ w.T + b
+        return inp * ((r / z) @ w), (b * r / z).sum()
+
+    q, k, v = x @ w_q.T + b_q, x @ w_k.T + b_k, x @ w_v.T + b_v
+    context, scores, weights = [], [], []
+    for h in range(heads):
+        cut = slice(h * width, (h + 1) * width)
+        scores.append(q[:, cut] @ k[:, cut].T)
+        weights.append(torch.softmax(scores[-1], -1))
+        context.append(weights[-1] @ v[:, cut])
+    r_context, leak = linear_back(torch.cat(context, 1), w_o, b_o, relevance)
+    r_q, r_k, r_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    softmax_leak = 0.0
+    for h in range(heads):
+        cut = slice(h * width, (h + 1) * width)
+        s_c = r_context[:, cut] / context[h]
+        a_share = 0.5 if kind == "attn_lrp" else 0.0
+        r_weights = a_share * weights[h] * (s_c @ v[:, cut].T)
+        r_v[:, cut] = (1 - a_share) * v[:, cut] * (weights[h].T @ s_c)
+        if kind == "attn_lrp":
+            r_scores = scores[h] * (r_weights - weights[h] * r_weights.sum(-1, keepdim=True))
+            softmax_leak += r_weights.sum() - r_scores.sum()
+            s_s = r_scores / scores[h]
+            r_q[:, cut] = 0.5 * q[:, cut] * (s_s @ k[:, cut])
+            r_k[:, cut] = 0.5 * k[:, cut] * (s_s.T @ q[:, cut])
+    r_x = torch.zeros_like(x)
+    for w, b, r in ((w_q, b_q, r_q), (w_k, b_k, r_k), (w_v, b_v, r_v)):
+        part, bias_leak = linear_back(x, w, b, r)
+        r_x, leak = r_x + part, leak + bias_leak
+    return r_x, leak, softmax_leak
+
+
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_attention_block_against_its_matrix_form_and_its_leaks(kind):
+    """Elementwise against the reference; and sum R_x = sum R_out - (bias terms) - (softmax terms) to 1e-10."""
+    module = attention()
+    torch.manual_seed(8)
+    x, relevance = torch.randn(1, 5, 16), torch.randn(1, 5, 16)
+    x_leaf = x.clone().requires_grad_(True)
+    (ours,) = relevance_of(attention_forward(module, x_leaf, x_leaf, x_leaf, rules=AttentionRules(kind, 0.0)),
+                           x_leaf, relevance)
+    expected, bias_leak, softmax_leak = reference_attention(module, x[0], relevance[0], kind)
+    assert torch.allclose(ours[0], expected, rtol=1e-10, atol=1e-12 * expected.abs().max().item())
+    assert abs(ours.sum() - (relevance.sum() - bias_leak - softmax_leak)) < 1e-10 * relevance.abs().sum()
+    assert abs(bias_leak) > 1e-3 and (kind == "cp_lrp") == (softmax_leak == 0.0)
+
+
+def test_cp_lrp_conserves_relevance_through_bias_free_attention():
+    """Without biases, CP-LRP's attention is linear in V: the sum is kept to rounding (1e-10 relative)."""
+    module = attention(bias=False)
+    torch.manual_seed(9)
+    x, relevance = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    x_leaf = x.clone().requires_grad_(True)
+    (ours,) = relevance_of(attention_forward(module, x_leaf, x_leaf, x_leaf, rules=AttentionRules("cp_lrp", 0.0)),
+                           x_leaf, relevance)
+    out = attention_forward(module, x, x, x)
+    assert abs(ours.sum() / relevance.sum() - 1) < 1e-10
+
+
+# ---------------------------------------------------------------------------- whole models
+def tiny_vit(seed=0):
+    torch.manual_seed(seed)
+    vit = torchvision.models.VisionTransformer(image_size=28, patch_size=7, num_layers=2, num_heads=4, hidden_dim=32,
+                                               mlp_dim=64, num_classes=10).double().eval()
+    nn.init.normal_(vit.heads.head.weight, std=0.3)  # torchvision starts the head at zero
+    nn.init.normal_(vit.heads.head.bias, std=0.1)
+    return vit
+
+
+def text_model(pooling="cls", seed=0):
+    torch.manual_seed(seed)
+    return TextClassifier(TextConfig(vocab_size=30, layers=2, pooling=pooling)).double().eval()
+
+
+def token_ids():
+    torch.manual_seed(10)
+    ids = torch.randint(4, 30, (3, 8))
+    ids[:, 0] = 2
+    ids[0, 5:] = 0  # <pad>
+    return ids
+
+
+def without_biases(model):
+    """Every bias, LayerNorm shift, position embedding and class token set to zero: nothing absorbs relevance."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "pos_embedding" in name or "class_token" in name or "position" in name:
+                p.zero_()
+    return model
+
+
+def hooked_output(model, x, kind, embedding=None):
+    """The model's output while every rule is attached, as lrp runs it."""
+    rules = AttentionRules(kind)
+    with explaining(model) as hooks:
+        _relevance.attach(model, named_composite(kind).layer_rules(model), hooks)
+        attach_attention(model, rules, hooks)
+        leaves = []
+        if embedding is not None:
+            hooks.append(embedding.register_forward_hook(_relevance._embedding_leaf(embedding, leaves)))
+        else:
+            x = x.clone().requires_grad_(True)
+        with torch.enable_grad(), explicit_additions(_relevance._ProportionalSum.apply), \
+                transformer_functions(model, rules, hooks):
+            return model(x).detach()
+
+
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_hooked_models_give_their_own_output(kind):
+    vit, x = tiny_vit(), torch.randn(2, 3, 28, 28)
+    assert torch.allclose(hooked_output(vit, x, kind), vit(x), rtol=0, atol=1e-12)
+    for pooling in ("cls", "mean"):
+        model = text_model(pooling)
+        assert torch.allclose(hooked_output(model, token_ids(), kind, model.embedding), model(token_ids()),
+                              rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_vit_relevance_sums_to_the_logit_without_biases(kind, monkeypatch):
+    """With every bias, position embedding and class token zero and all stabilisers 0, CP-LRP conserves the
+    logit to rounding; AttnLRP loses what its softmax linearisations absorb (the paper's bias term)."""
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)  # residual sums
+    vit, x = without_biases(tiny_vit()), torch.randn(2, 3, 28, 28)
+    target = torch.tensor([3, 7])
+    logit = vit(x).gather(1, target[:, None])[:, 0]
+    # epsilon > 0 for AttnLRP: the zero class token gives exact zero scores, 0/0 in LRP-0
+    total = lrp(vit, x, target, composite=kind, epsilon=0.0 if kind == "cp_lrp" else 1e-12).flatten(1).sum(1)
+    if kind == "cp_lrp":
+        assert torch.allclose(total, logit, rtol=1e-10, atol=0)
+    else:
+        assert torch.isfinite(total).all() and not torch.allclose(total, logit, rtol=1e-3)
+
+
+def test_text_relevance_per_token(monkeypatch):
+    """(B, T) at the embedding output; pads, masked as keys and not pooled, get exactly 0; without biases and
+    positions CP-LRP keeps the logit, with mean pooling too (its sum and division get the epsilon rule)."""
+    model, ids = text_model(), token_ids()
+    attr = lrp(model, ids, 1)
+    assert attr.shape == (3, 8) and torch.isfinite(attr).all()
+    assert torch.equal(attr[0, 5:], torch.zeros(3))
+    assert torch.equal(attr, lrp(model, ids, 1, composite="attn_lrp", embedding="embedding"))
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)
+    for pooling in ("cls", "mean"):
+        bare = without_biases(text_model(pooling))
+        logit = bare(ids)[:, 1]
+        # epsilon > 0: mean pooling multiplies pads by 0, and LRP-0 would divide 0 by 0 there
+        total = lrp(bare, ids, 1, composite="cp_lrp", epsilon=1e-12).sum(1)
+        assert torch.allclose(total, logit, rtol=1e-8, atol=0)
+
+
+def test_batches_and_targets_agree():
+    vit, x, target = tiny_vit(), torch.randn(3, 3, 28, 28), torch.tensor([1, 5, 9])
+    whole = lrp(vit, x, target)
+    assert torch.allclose(lrp(vit, x, target, batch_size=2), whole, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(lrp(vit, x[1:2], 5), whole[1:2], rtol=1e-12, atol=1e-15)
+    picked = lrp(vit, x, lambda out: out.gather(1, target[:, None])[:, 0])
+    assert torch.allclose(picked, whole, rtol=1e-12, atol=1e-15)
+    model, ids = text_model(), token_ids()
+    assert torch.allclose(lrp(model, ids, 1, batch_size=1), lrp(model, ids, 1), rtol=1e-12, atol=1e-15)
+
+
+def test_default_composite_is_attn_lrp_for_models_with_attention():
+    """A LayerNorm without attention keeps the CNN default, which refuses it and names the composite to use."""
+    with pytest.raises(ValueError, match="parameters in LayerNorm.*composite='attn_lrp'"):
+        lrp(nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4)).eval(), torch.randn(2, 6), 0)
+    vit, x = tiny_vit(), torch.randn(1, 3, 28, 28)
+    assert torch.equal(lrp(vit, x, 2), lrp(vit, x, 2, composite="attn_lrp"))
+    assert not torch.allclose(lrp(vit, x, 2), lrp(vit, x, 2, composite="cp_lrp"), rtol=1e-3)
+    custom = Composite(dense=epsilon_rule(1e-6), conv=epsilon_rule(1e-6), attention="attn_lrp")
+    assert torch.equal(lrp(vit, x, 2, composite=custom), lrp(vit, x, 2, composite="attn_lrp"))
+
+
+# ---------------------------------------------------------------------------- agreement with lxt
+@pytest.fixture
+def lxt_efficient():
+    """lxt's efficient rules and its torchvision ViT patch. ``lxt.efficient``'s ``__init__`` imports every
+    model it patches from ``transformers``; its rules and the ViT patch need only torch and torchvision, so
+    the two packages are loaded as empty shells around their files. The classes lxt patches are restored."""
+    lxt = pytest.importorskip("lxt")
+    base = os.path.join(os.path.dirname(lxt.__file__), "efficient")
+    names = ("lxt.efficient", "lxt.efficient.models", "lxt.efficient.rules", "lxt.efficient.patches",
+             "lxt.efficient.models.vit_torch")
+    saved_modules = {name: sys.modules.get(name) for name in names}
+    saved_forwards = {cls: cls.__dict__["forward"] for cls in (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)}
+    for name, path in (("lxt.efficient", base), ("lxt.efficient.models", os.path.join(base, "models"))):
+        shell = types.ModuleType(name)
+        shell.__path__ = [path]
+        sys.modules[name] = shell
+    try:
+        yield (importlib.import_module("lxt.efficient.patches"),
+               importlib.import_module("lxt.efficient.models.vit_torch"))
+    finally:
+        for cls, forward in saved_forwards.items():
+            cls.forward = forward
+            if "original_forward" in cls.__dict__:
+                delattr(cls, "original_forward")
+        for name, module in saved_modules.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def lxt_relevance(vit, x, target, patch_map, attention_forward_patch=None):
+    """lxt's efficient mode: patch the classes, then gradient x input."""
+    for cls, patch in patch_map.items():
+        assert patch(cls)
+    if attention_forward_patch is not None:
+        nn.MultiheadAttention.forward = attention_forward_patch(nn.MultiheadAttention.forward)
+    x = x.clone().requires_grad_(True)
+    out = vit(x)
+    (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
+    return (grad * x).detach()
+
+
+@pytest.mark.parametrize("stabiliser, tolerance", [(0.0, 1e-7), (1e-6, 1e-3)])
+def test_cp_lrp_agrees_with_lxts_vit_patch(lxt_efficient, monkeypatch, stabiliser, tolerance):
+    """lxt's map for torchvision's ViT is CP-LRP (attention weights constant, LayerNorm's sigma held,
+    identity on GELU, plain gradient = epsilon 0 elsewhere). With our stabilisers at 0 the two agree to 1e-7
+    of the largest relevance (lxt's GELU divides by x + 1e-10); with our default 1e-6, to 1e-3."""
+    _, vit_torch = lxt_efficient
+    monkeypatch.setattr(_relevance, "STABILISER", stabiliser)
+    vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
+    ours = lrp(vit, x, target, composite="cp_lrp", epsilon=stabiliser)
+    theirs = lxt_relevance(vit, x, target, vit_torch.cp_LRP)
+    assert torch.allclose(ours, theirs, rtol=0, atol=tolerance * theirs.abs().max().item())
+
+
+def test_attn_lrp_agrees_with_lxts_attention_rule(lxt_efficient, monkeypatch):
+    """lxt's AttnLRP wrapper for attention functions (gradient divided by 4 at Q and K, by 2 at V; the plain
+    softmax gradient is its softmax rule in gradient x input form) put on nn.MultiheadAttention, with its
+    LayerNorm and GELU patches: our attn_lrp agrees to 1e-7 of the largest relevance."""
+    patches, vit_torch = lxt_efficient
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)
+    vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
+    ours = lrp(vit, x, target, composite="attn_lrp", epsilon=0.0)
+    outside_attention = {cls: vit_torch.cp_LRP[cls] for cls in (nn.GELU, nn.LayerNorm)}
+    theirs = lxt_relevance(vit, x, target, outside_attention, patches.wrap_attention_forward)
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
+    assert not torch.allclose(ours, lrp(vit, x, target, composite="cp_lrp", epsilon=0.0), rtol=1e-2)
+
+
+# ---------------------------------------------------------------------------- the model is left as it was
+def test_models_are_restored_also_on_error():
+    vit, x = tiny_vit().train(), torch.randn(1, 3, 28, 28)
+    before = snapshot(vit)
+    for kind in ("attn_lrp", "cp_lrp"):
+        with pytest.warns(UserWarning, match="training mode"):
+            lrp(vit, x, 0, composite=kind)
+        assert_unchanged(vit, before)
+    with pytest.raises(ValueError, match="out of range"):
+        lrp(vit.eval(), x, 99)
+    vit.train()
+    assert_unchanged(vit, before)
+    model, ids = text_model(), token_ids()
+    before = snapshot(model)
+    lrp(model, ids, 0)
+    assert_unchanged(model, before)
+    with pytest.raises(ValueError, match="must be token ids"):
+        lrp(model, ids + 100, 0)
+    assert_unchanged(model, before)
+
+
+def test_an_error_inside_the_forward_leaves_no_hook_and_no_mode():
+    """A float mask with values other than 0 and -inf is refused while the model runs."""
+    class Biased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.head = attention(), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.attention(x, x, x, attn_mask=torch.full((4, 4), 0.5))[0].mean(1))
+
+    model, x = Biased().eval(), torch.randn(2, 4, 16)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="attn_mask as a boolean mask or a float mask of 0 and -inf"):
+        lrp(model, x, 0)
+    assert_unchanged(model, before)
+    assert torch.overrides._get_current_function_mode_stack() == []
+    assert torch.equal(torch.ones(2) + torch.ones(2), torch.full((2,), 2.0))
+
+
+# ---------------------------------------------------------------------------- refused
+def test_refusals_name_what_is_wrong():
+    class OwnForward(nn.MultiheadAttention):
+        def forward(self, query, key, value, **kwargs):
+            return super().forward(query, key, value, **kwargs)
+
+    class Wrapper(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.head = inner, nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(self.inner(x, x, x)[0].mean(1))
+
+    x = torch.randn(2, 4, 16)
+    own = Wrapper(OwnForward(16, 4, batch_first=True)).eval()
+    before = snapshot(own)
+    with pytest.raises(ValueError, match="OwnForward overrides forward"):
+        lrp(own, x, 0)
+    assert_unchanged(own, before)
+    with pytest.raises(ValueError, match="add_bias_kv=True"):
+        lrp(Wrapper(nn.MultiheadAttention(16, 4, batch_first=True, add_bias_kv=True)).eval(), x, 0)
+
+    class HandWritten(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+            self.norm = nn.LayerNorm(16)
+
+        def forward(self, x):
+            weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2), -1)
+            return (weights @ self.v(self.norm(x))).mean(1)
+
+    with pytest.raises(ValueError, match="no rule for (softmax|matmul) called as a function"):
+        lrp(HandWritten().eval(), x, 0, composite="attn_lrp")
+    vit = tiny_vit()
+    with pytest.raises(ValueError, match="LayerNorm, MultiheadAttention.*composite='attn_lrp'"):
+        lrp(vit, torch.randn(1, 3, 28, 28), 0, composite="epsilon_plus")
+    with pytest.raises(ValueError, match="Composite.attention must be one of 'attn_lrp', 'cp_lrp'; got 'cp'"):
+        lrp(vit, torch.randn(1, 3, 28, 28), 0, composite=Composite(epsilon_rule(), epsilon_rule(), attention="cp"))
+    with pytest.raises(ValueError, match="composite must be one of .*did you mean 'attn_lrp'"):
+        lrp(vit, torch.randn(1, 3, 28, 28), 0, composite="atn_lrp")
+    with pytest.raises(ValueError, match="embedding is for token ids"):
+        lrp(vit, torch.randn(1, 3, 28, 28), 0, embedding="conv_proj")
+    with pytest.raises(ValueError, match="embedding must be given"):
+        lrp(Wrapper(nn.MultiheadAttention(16, 4, batch_first=True)).eval(), torch.ones(1, 4, dtype=torch.long), 0)
