@@ -131,6 +131,27 @@ def test_identity_rule_on_gelu_as_module_and_as_function():
     assert torch.equal(relevance_of(out, h, relevance)[0], relevance)
 
 
+def test_layer_norm_as_a_function_gets_the_rule_of_the_module():
+    class Functional(nn.Module):
+        def __init__(self, first, norm, second):
+            super().__init__()
+            self.first, self.norm, self.second = first, norm, second
+
+        def forward(self, x):
+            h = F.layer_norm(self.first(x), (8,), self.norm.weight, self.norm.bias, eps=self.norm.eps)
+            return self.second(h)
+
+    torch.manual_seed(11)
+    first, norm, second = nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(5, 4)
+    module = lrp(nn.Sequential(first, norm, second).eval(), x, 2, composite="attn_lrp")
+    assert torch.allclose(lrp(Functional(first, norm, second).eval(), x, 2, composite="attn_lrp"), module,
+                          rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(module, lrp(nn.Sequential(first, second).eval(), x, 2), rtol=1e-2)  # the norm counts
+
+
 def test_functions_linear_in_the_input_get_the_epsilon_rule():
     """A constant added is a bias (R_x = x R / stab(x + c)); scaling passes R; a sum shares it in proportion."""
     torch.manual_seed(4)
@@ -427,10 +448,10 @@ def test_attn_lrp_agrees_with_lxts_attention_rule(lxt_efficient, monkeypatch):
     monkeypatch.setattr(_relevance, "STABILISER", 0.0)
     vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
     ours = lrp(vit, x, target, composite="attn_lrp", epsilon=0.0)
+    assert not torch.allclose(ours, lrp(vit, x, target, composite="cp_lrp", epsilon=0.0), rtol=1e-2)
     outside_attention = {cls: vit_torch.cp_LRP[cls] for cls in (nn.GELU, nn.LayerNorm)}
     theirs = lxt_relevance(vit, x, target, outside_attention, patches.wrap_attention_forward)
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
-    assert not torch.allclose(ours, lrp(vit, x, target, composite="cp_lrp", epsilon=0.0), rtol=1e-2)
 
 
 # ---------------------------------------------------------------------------- the model is left as it was
@@ -508,6 +529,17 @@ def test_refusals_name_what_is_wrong():
 
     with pytest.raises(ValueError, match="no rule for (softmax|matmul) called as a function"):
         lrp(HandWritten().eval(), x, 0, composite="attn_lrp")
+
+    class Exponential(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.layer(torch.exp(x).mean(1))
+
+    with pytest.raises(ValueError, match="no rule for exp called as a function"):
+        lrp(Exponential().eval(), x, 0, composite="cp_lrp")
     vit = tiny_vit()
     with pytest.raises(ValueError, match="LayerNorm, MultiheadAttention.*composite='attn_lrp'"):
         lrp(vit, torch.randn(1, 3, 28, 28), 0, composite="epsilon_plus")

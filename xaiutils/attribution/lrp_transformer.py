@@ -26,8 +26,9 @@ Every rule is an autograd function whose backward carries relevance (the mechani
 :mod:`._relevance`). ``nn.MultiheadAttention`` computes inside one functional call, so a forward hook
 recomputes it from its parameters with these rules (:func:`attention_forward`; its projections get the
 epsilon rule) and returns the same output. The rules of functions (GELU, ``+`` of a constant) act
-inside :func:`transformer_functions`; there, a softmax or a product of two tensors outside
-``nn.MultiheadAttention`` is refused, since no rule would apply to it.
+inside :func:`transformer_functions` (``F.layer_norm`` too); there, a softmax, a product of two tensors
+outside ``nn.MultiheadAttention``, and other non-linear functions (``exp``, ``sqrt``, ``pow``, ``var``, ...)
+are refused, since no rule would apply to them.
 """
 from __future__ import annotations
 
@@ -236,6 +237,10 @@ _NO_RULE = {torch.softmax: "softmax", torch.Tensor.softmax: "softmax", F.softmax
             torch.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.bmm: "bmm", torch.einsum: "einsum",
             F.scaled_dot_product_attention: "scaled_dot_product_attention"}
 _NO_RULE.update({f: "a product of two tensors that both depend on the input" for f in _PRODUCTS})
+_NONLINEAR = (torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
+              torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, torch.erf, torch.Tensor.erf,
+              torch.var, torch.Tensor.var, torch.std, torch.Tensor.std, F.normalize, F.rms_norm)
+_NO_RULE.update({f: f.__name__ for f in _NONLINEAR})
 
 
 def _tracked(t) -> bool:
@@ -273,6 +278,10 @@ class _TransformerFunctions(TorchFunctionMode):
             return func(*args, **kwargs)
         if func in _ELEMENTWISE and args and _tracked(args[0]):
             return _Pass.apply(args[0], func(*args, **kwargs).detach())  # identity rule
+        if func is F.layer_norm and args and _tracked(args[0]):
+            bound = inspect.signature(F.layer_norm).bind(*args, **kwargs).arguments
+            return _LayerNormRule.apply(bound["input"], tuple(bound["normalized_shape"]), bound.get("weight"),
+                                        bound.get("bias"), bound.get("eps", 1e-5), self.rules.epsilon)
         position = _linear_in_one(func, args, kwargs)
         if position is not None:
             # the epsilon rule of a linear map z = J x + c: R_x = x * J^T (R / stab(z)), J^T from autograd
