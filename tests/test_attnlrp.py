@@ -454,6 +454,41 @@ def test_attn_lrp_agrees_with_lxts_attention_rule(lxt_efficient, monkeypatch):
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
 
 
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_text_model_agrees_with_lxt(lxt_efficient, monkeypatch, kind):
+    """The same rules from lxt on the text classifier: its LayerNorm patch, its identity rule on the layers'
+    F.gelu (set on a copy of the model), its attention wrapper (AttnLRP) or stop-gradient at Q and K
+    (CP-LRP); gradient x input at the embedding output, summed per token. Agreement to 1e-7 of the largest."""
+    import copy
+
+    patches, vit_torch = lxt_efficient
+    rules = importlib.import_module("lxt.efficient.rules")
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)
+    model, ids, target = text_model(), token_ids(), torch.tensor([0, 1, 1])
+    ours = lrp(model, ids, target, composite=kind, epsilon=1e-15)
+    theirs_model = copy.deepcopy(model)
+    for layer in theirs_model.layers:
+        layer.activation = lambda h: rules.identity_rule_implicit(F.gelu, h)
+    assert vit_torch.cp_LRP[nn.LayerNorm](nn.LayerNorm)
+    attention_patch = patches.wrap_attention_forward if kind == "attn_lrp" else None
+    if kind == "cp_lrp":
+        assert vit_torch.cp_LRP[nn.MultiheadAttention](nn.MultiheadAttention)
+    else:
+        nn.MultiheadAttention.forward = attention_patch(nn.MultiheadAttention.forward)
+    leaves = []
+
+    def leaf(module, args, output):
+        leaves.append(output.detach().requires_grad_(True))
+        return leaves[-1]
+
+    handle = theirs_model.embedding.register_forward_hook(leaf)
+    out = theirs_model(ids)
+    handle.remove()
+    (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), leaves[0])
+    theirs = (grad * leaves[0]).sum(-1).detach()
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
+
+
 # ---------------------------------------------------------------------------- the model is left as it was
 def test_models_are_restored_also_on_error():
     vit, x = tiny_vit().train(), torch.randn(1, 3, 28, 28)
