@@ -129,6 +129,10 @@ def test_identity_rule_on_gelu_as_module_and_as_function():
         out = F.gelu(h)
     assert torch.allclose(out, F.gelu(h.detach()), rtol=0, atol=0)
     assert torch.equal(relevance_of(out, h, relevance)[0], relevance)
+    for function in (F.silu, F.elu, F.mish, torch.tanh):
+        with torch.enable_grad(), transformer_functions(nn.Identity(), AttentionRules(), []):
+            out = function(h)
+        assert torch.equal(relevance_of(out, h, relevance)[0], relevance)
 
 
 def test_layer_norm_as_a_function_gets_the_rule_of_the_module():
@@ -161,6 +165,10 @@ def test_functions_linear_in_the_input_get_the_epsilon_rule():
         added, scaled, summed = x_leaf + constant, x_leaf / 3.0, x_leaf.sum(1)
     assert torch.allclose(relevance_of(added, x_leaf, relevance)[0], x * relevance / (x + constant), rtol=1e-12)
     assert torch.allclose(relevance_of(scaled, x_leaf, relevance)[0], relevance, rtol=1e-12)
+    with torch.enable_grad(), transformer_functions(nn.Identity(), AttentionRules(epsilon=0.0), []):
+        in_place = x_leaf * 1.0
+        in_place += constant
+    assert torch.allclose(relevance_of(in_place, x_leaf, relevance)[0], x * relevance / (x + constant), rtol=1e-12)
     row_relevance = torch.randn(3)
     assert torch.allclose(relevance_of(summed, x_leaf, row_relevance)[0], x * (row_relevance / x.sum(1))[:, None],
                           rtol=1e-12)

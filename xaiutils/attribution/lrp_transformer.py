@@ -15,9 +15,9 @@ sums. A transformer adds four operations, each with a rule of AttnLRP (``achtiba
   :math:`R_{a,ij} = \\tfrac12 a_{ij} \\sum_k b_{jk} R_{c,ik} / \\operatorname{stab}(c_{ik})` and the
   same for :math:`b` (:func:`matmul_rule`).
 * **An element-wise non-linearity** (GELU) passes relevance unchanged (the identity rule). A function
-  linear in one input plus a constant (adding a position embedding, scaling, a sum or a mean) gets the
-  epsilon rule, :math:`R_x = x \\odot J^{\\top} (R / \\operatorname{stab}(z))` with the Jacobian
-  :math:`J` from autograd: a constant it adds is a bias that absorbs its share of the relevance.
+  linear in one input plus a constant (adding a position embedding, also in place; scaling; a sum or a
+  mean) gets the epsilon rule, :math:`R_x = x \\odot J^{\\top} (R / \\operatorname{stab}(z))` with the
+  Jacobian :math:`J` from autograd: a constant it adds is a bias that absorbs its share of the relevance.
 
 CP-LRP (``ali2022xai``) treats the attention weights :math:`A` as constants: no relevance flows
 through :math:`Q K^{\\top}` and the softmax, and :math:`A V` is a linear map of :math:`V` (epsilon rule).
@@ -226,12 +226,16 @@ def attach_attention(model: nn.Module, rules: AttentionRules, hooks: HookList) -
 
 
 # ---------------------------------------------------------------------------- functions inside forward
-_ELEMENTWISE = (F.gelu, F.silu, F.relu, torch.relu, torch.tanh, torch.sigmoid, torch.Tensor.tanh, torch.Tensor.sigmoid)
+_ELEMENTWISE = (F.gelu, F.silu, F.relu, torch.relu, torch.tanh, torch.sigmoid, torch.Tensor.tanh, torch.Tensor.sigmoid,
+                F.elu, F.selu, F.celu, F.leaky_relu, F.mish, F.softplus, F.hardswish, F.hardtanh, F.relu6)
 # linear (or affine) in one input x when the other operand is a constant
 _ADDITIONS = (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.sub, torch.Tensor.sub,
               torch.Tensor.__sub__, torch.Tensor.__rsub__)
 _PRODUCTS = (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__)
 _DIVISIONS = (torch.div, torch.Tensor.div, torch.Tensor.__truediv__)
+_IN_PLACE = {torch.Tensor.add_: torch.add, torch.Tensor.__iadd__: torch.add, torch.Tensor.sub_: torch.sub,
+             torch.Tensor.__isub__: torch.sub, torch.Tensor.mul_: torch.mul, torch.Tensor.__imul__: torch.mul,
+             torch.Tensor.div_: torch.div, torch.Tensor.__itruediv__: torch.div}
 _REDUCTIONS = (torch.sum, torch.Tensor.sum, torch.mean, torch.Tensor.mean, torch.neg, torch.Tensor.__neg__)
 _NO_RULE = {torch.softmax: "softmax", torch.Tensor.softmax: "softmax", F.softmax: "softmax",
             torch.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.bmm: "bmm", torch.einsum: "einsum",
@@ -282,6 +286,9 @@ class _TransformerFunctions(TorchFunctionMode):
             bound = inspect.signature(F.layer_norm).bind(*args, **kwargs).arguments
             return _LayerNormRule.apply(bound["input"], tuple(bound["normalized_shape"]), bound.get("weight"),
                                         bound.get("bias"), bound.get("eps", 1e-5), self.rules.epsilon)
+        if func in _IN_PLACE and len(args) == 2 and not kwargs and _tracked(args[0]) and _constant(args[1]):
+            # x += c: the rule of x + c, written back into x (its old value is kept by the clone)
+            return args[0].copy_(self.__torch_function__(_IN_PLACE[func], types, (args[0].clone(), args[1])))
         position = _linear_in_one(func, args, kwargs)
         if position is not None:
             # the epsilon rule of a linear map z = J x + c: R_x = x * J^T (R / stab(z)), J^T from autograd
