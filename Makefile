@@ -41,9 +41,10 @@ all: book
 
 # One environment for the book and its tests, at the exact versions of requirements-lock.txt
 # (every package, transitive ones included), so that the stored outputs never drift with a release.
-$(VENV)/.installed: requirements-lock.txt pyproject.toml
+$(VENV)/.installed: requirements-lock.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-lock.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
@@ -67,6 +68,7 @@ test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(LATEST_VENV)/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(LATEST_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(PYTHON) scripts/lock.py diff $(LATEST_VENV)/bin/python | tee _build/latest-moved.txt
 	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/book && \

@@ -50,3 +50,16 @@ def test_differences_name_what_moved():
     assert lock.differences(locked, current) == [
         "gone: locked 1.0, now not installed", "new-thing: not in the lock, now 0.1", "numpy: locked 2.4.6, now 2.5.0"]
     assert lock.canonical("Jupyter_Book") == "jupyter-book"
+
+
+def test_the_no_deps_references_are_exact_pins_and_installed():
+    """requirements-nodeps.txt (installed with pip --no-deps) pins exact versions that are installed here, so a
+    reference test cannot skip silently for want of its library."""
+    from importlib.metadata import version
+
+    for line in (ROOT / "requirements-nodeps.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[a-z0-9-]+==[^\s]+", line), f"not an exact pin: {line!r}"
+            name, pinned = line.split("==")
+            assert version(name) == pinned, f"{name} {version(name)} is installed; requirements-nodeps.txt pins {pinned}"
