@@ -118,6 +118,8 @@ def test_the_registry_defaults_apply_unless_the_caller_overrides_them_and_the_fu
     assert METHODS["gradient"].defaults == {} and METHODS["gradient"].options(x, a=1) == {"a": 1}
     assert METHODS["noisegrad"].options(x) == {"sigma": 0.05}
     assert METHODS["fusiongrad"].options(x) == {"sigma": 0.05, "samples": 5, "input_samples": 10}
+    with pytest.raises(TypeError):
+        METHODS["noisegrad"].defaults["sigma"] = 0.2  # read-only: one caller cannot change another's defaults
 
 
 @pytest.mark.parametrize("name", ["shapley_values", "kernel_shap", "lime"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from .backprop import deconvnet, guided_backprop
@@ -81,6 +82,9 @@ class Method:
     needs_baseline: bool = False
     map_shape: str = "input"
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))  # read-only, not shared
 
     def options(self, x, **options) -> dict:
         """The options ``self(model, x, target, **options)`` passes: :attr:`defaults`, then ``options``."""
