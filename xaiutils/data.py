@@ -4,6 +4,8 @@
 * :func:`shapes` -- synthetic RGB images generated from a seed, with a ground-truth mask of the
   pixels that decide the class (used by the localisation metrics).
 * :func:`decoy_mnist` -- MNIST with a class-revealing patch at training time (Ross et al., 2017).
+* :func:`wine`, :func:`breast_cancer` -- two tables that ship inside scikit-learn, standardised and
+  split (chapter "Tables, Shapley values and gradients").
 * :func:`mnist_full`, :func:`cifar10` -- the full datasets through torchvision, for readers who
   are online (Colab). Tests run them only on small local files.
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .core.checks import check_choice, check_int
+from .core.checks import check_choice, check_int, check_number
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -175,6 +177,57 @@ def decoy_mnist(seed: int = 0) -> Split:
 def decoy_mask(x_decoy: torch.Tensor, x_clean: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the pixels where the decoy patch was drawn."""
     return (x_decoy != x_clean).any(dim=1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    """A train/test split of a table: features ``x`` (N, F) standardised with the training split's
+    ``mean`` and ``std`` (so 0 is the average training example), labels ``y`` (N,), and the names of
+    the features and classes."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    feature_names: tuple
+    classes: tuple
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _table(bunch, test_fraction: float, seed: int) -> Table:
+    check_number(test_fraction, "test_fraction", minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    check_int(seed, "seed", minimum=0)
+    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+    n_test = int(round(test_fraction * len(y)))
+    if not 0 < n_test < len(y):
+        raise ValueError(f"test_fraction must leave examples in both splits of {len(y)}; got {test_fraction!r}.")
+    order = np.random.default_rng(seed).permutation(len(y))
+    test, train = order[:n_test], order[n_test:]
+    mean, std = x[train].mean(0), x[train].std(0)
+    scaled = torch.from_numpy((x - mean) / std).float()
+    labels = torch.from_numpy(y).long()
+    return Table(scaled[train], labels[train], scaled[test], labels[test], tuple(str(name) for name in bunch.feature_names),
+                 tuple(str(c) for c in bunch.target_names), torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+
+
+def wine(test_fraction: float = 0.25, seed: int = 0) -> Table:
+    """The wine recognition data that ships with scikit-learn: 178 wines, 13 chemical measurements,
+    3 cultivars; 134 training and 44 test wines by default. Small enough for exact Shapley values
+    (2^13 coalitions). No download."""
+    from sklearn.datasets import load_wine
+
+    return _table(load_wine(), test_fraction, seed)
+
+
+def breast_cancer(test_fraction: float = 0.25, seed: int = 0) -> Table:
+    """The Wisconsin breast cancer (diagnostic) data that ships with scikit-learn: 569 tumours, 30
+    features of their cell nuclei, malignant (0) or benign (1); 427 training and 142 test rows by
+    default. No download."""
+    from sklearn.datasets import load_breast_cancer
+
+    return _table(load_breast_cancer(), test_fraction, seed)
 
 
 # ---------------------------------------------------------------------------- online loaders

@@ -4,9 +4,13 @@
   linear layer, so that CAM is exact on it (chapter 7).
 * :class:`ShapesResNet` -- a small residual network with BatchNorm, the realistic case for LRP
   canonizers and Grad-CAM (chapters 6 and 7).
+* :class:`TabularMLP` -- a multilayer perceptron on standardised table features (chapter "Tables,
+  Shapley values and gradients"). The vision transformers are in :mod:`xaiutils.vit`, the text
+  transformer in :mod:`xaiutils.text`.
 * :func:`train` -- a plain, seeded training loop with a progress bar; the adversarial and
   regularised recipes of chapter 13 plug into it through ``loss_fn``.
-* :func:`random_shift`, :func:`random_labels` -- the augmentation and the label permutation of the zoo.
+* :func:`random_shift`, :func:`random_symmetry`, :func:`random_labels` -- the augmentations and the label
+  permutation of the zoo.
 
 The trained models shipped with the package, and the recipes that train them, are in :mod:`xaiutils.zoo`.
 """
@@ -19,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .core.checks import check_int, check_number
+from .core.checks import check_int, check_number, describe
 
 
 class MnistCNN(nn.Module):
@@ -86,6 +90,31 @@ class ShapesResNet(nn.Module):
         return self.fc(self.flatten(self.gap(self.layer3(self.layer2(self.layer1(self.stem(x)))))))
 
 
+class TabularMLP(nn.Module):
+    """``features`` -> Linear, ReLU (``hidden`` times) -> Linear -> ``classes`` logits: ``(B, features)`` -> ``(B, classes)``.
+
+    Piecewise linear, so integrated gradients, gradient x input and exact Shapley values can be
+    compared on it with the reference answers of a linear model at hand (the first layer is ``fc1``,
+    the head ``head``).
+    """
+
+    def __init__(self, features: int, classes: int, hidden: tuple[int, ...] = (32, 32)):
+        super().__init__()
+        check_int(features, "features")
+        check_int(classes, "classes")
+        if isinstance(hidden, int) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden must be a tuple of layer widths >= 1; got {hidden!r}.")
+        layers, width = [], features
+        for k, h in enumerate(hidden, start=1):
+            layers += [(f"fc{k}", nn.Linear(width, h)), (f"relu{k}", nn.ReLU())]
+            width = h
+        layers.append(("head", nn.Linear(width, classes)))
+        self.layers = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 # ---------------------------------------------------------------------------- training
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The standard training loss; the default ``loss_fn`` of :func:`train`."""
@@ -101,7 +130,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
 
     ``loss_fn(model, x_batch, y_batch)`` returns the loss to minimise, so adversarial training
     or input-gradient regularisation only swap this function. ``augment(x_batch, generator)``
-    may transform each batch. The model is left in eval mode.
+    may transform each batch of images (N, C, H, W); token ids and tables are trained on as they
+    are (``augment=None``). The model is left in eval mode.
     """
     from tqdm.auto import tqdm
 
@@ -114,6 +144,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must be non-empty tensors with one label per example; got "
                          f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}.")
+    if augment is not None and (x.dim() != 4 or not x.is_floating_point()):
+        raise ValueError(f"augment transforms images (N, C, H, W); got x as {describe(x)}: pass augment=None "
+                         "for token ids and tables.")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -160,6 +193,19 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -
     offsets = torch.randint(0, 2 * pixels + 1, (len(x), 2), generator=generator).tolist()
     h, w = x.shape[-2:]
     return torch.stack([padded[i, ..., dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+def random_symmetry(x: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
+    """Augmentation for square images whose class no reflection or quarter turn changes (the shapes):
+    each image is mapped by its own random one of the square's 8 symmetries (flips and transposition),
+    then shifted as by :func:`random_shift`."""
+    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"x must be a batch of square images (N, C, S, S); got {describe(x)}.")
+    choice = torch.randint(0, 8, (len(x), 1, 1, 1), generator=generator)
+    x = torch.where(choice % 2 == 1, x.flip(-1), x)
+    x = torch.where(choice // 2 % 2 == 1, x.flip(-2), x)
+    x = torch.where(choice // 4 == 1, x.transpose(-1, -2), x)
+    return random_shift(x, generator, pixels)
 
 
 def random_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
