@@ -27,16 +27,24 @@ from .core.checks import check_int, check_number, describe
 
 
 class MnistCNN(nn.Module):
-    """Conv blocks ``block1``..``block3`` (conv, ReLU, max-pool), then GAP and a linear ``fc``."""
+    """Conv blocks ``block1``..``block3`` (conv, ReLU, max-pool), then GAP and a linear ``fc``.
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), classes: int = 10):
+    ``dropout > 0`` ends each block with an ``nn.Dropout(dropout)`` named ``drop`` (the MC dropout
+    model of the uncertainty chapter, ``gal2016dropout``); at the default 0 no module is added, so
+    the architecture and its ``state_dict`` are those of the other MNIST models.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), classes: int = 10, dropout: float = 0.0):
         super().__init__()
         c1, c2, c3 = channels
+        check_number(dropout, "dropout", minimum=0, maximum=1, exclusive_maximum=True)
 
         def block(c_in, c_out, pool):
             layers = [("conv", nn.Conv2d(c_in, c_out, 3, padding=1)), ("relu", nn.ReLU())]
             if pool:
                 layers.append(("pool", nn.MaxPool2d(2)))
+            if dropout > 0:
+                layers.append(("drop", nn.Dropout(dropout)))
             return nn.Sequential(OrderedDict(layers))
 
         self.block1 = block(1, c1, pool=True)   # 28 -> 14
