@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
-EXPERIMENTS = ("roar",)
+EXPERIMENTS = ("roar", "attribution_robustness")
 
 
 def module(name: str):
