@@ -62,7 +62,11 @@ def perturb_weights(noisy: nn.Module, model: nn.Module, sigma: float, generator:
             p_noisy.copy_(p * (1 + sigma * z))
 
 
-def _copy(model: nn.Module) -> nn.Module:
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without its gradients, to perturb or sample (the original is only read).
+
+    Public because the uncertainty samplers (:mod:`xaiutils.evaluation.uncertainty`) copy models the same way.
+    """
     try:
         noisy = copy.deepcopy(model)
     except Exception as error:  # a model holding something that cannot be copied (a lock, a file)
@@ -73,7 +77,7 @@ def _copy(model: nn.Module) -> nn.Module:
     return noisy
 
 
-def _rebind(options: dict, model: nn.Module, noisy: nn.Module) -> dict:
+def rebind_layers(options: dict, model: nn.Module, noisy: nn.Module) -> dict:
     """Options naming a module of ``model`` (``layer=model.block3``) name the same module of the copy."""
     names = {id(m): name for name, m in model.named_modules()}
     return {key: noisy.get_submodule(names[id(value)]) if isinstance(value, nn.Module) and id(value) in names
@@ -88,8 +92,8 @@ def _takes_batch_size(method: Callable) -> bool:
     return any(p.name == "batch_size" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
-def _attribute(method: Callable, model: nn.Module, x: torch.Tensor, target: Target, batch_size: int | None,
-               options: dict) -> torch.Tensor:
+def call_batched(method: Callable, model: nn.Module, x: torch.Tensor, target: Target, batch_size: int | None,
+                 options: dict) -> torch.Tensor:
     """``method(model, x, target, **options)``; ``batch_size`` is passed on if ``method`` takes one,
     otherwise ``x`` is cut into blocks of ``batch_size`` rows here."""
     if batch_size is None:
@@ -109,14 +113,14 @@ def _maps(method, model, x, target, samples, sigma, seed, batch_size, options) -
     _check(method, samples, sigma, seed)
     with explaining(model, x, target):
         if sigma == 0:  # every copy would be the model itself: one map is the exact mean
-            return _attribute(method, model, x, target, batch_size, options).unsqueeze(0)
-        noisy = _copy(model)  # made inside explaining: eval mode, no requires_grad, out-of-place activations
-        options = _rebind(options, model, noisy)
+            return call_batched(method, model, x, target, batch_size, options).unsqueeze(0)
+        noisy = copy_model(model)  # made inside explaining: eval mode, no requires_grad, out-of-place activations
+        options = rebind_layers(options, model, noisy)
         generator = torch.Generator().manual_seed(seed)
         maps = []
         for _ in range(samples):
             perturb_weights(noisy, model, sigma, generator)
-            maps.append(_attribute(method, noisy, x, target, batch_size, options))
+            maps.append(call_batched(method, noisy, x, target, batch_size, options))
         return torch.stack(maps)
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..attribution.weight_noise import _attribute, _copy, _rebind, weight_noise_samples
+from ..attribution.weight_noise import call_batched, copy_model, rebind_layers, weight_noise_samples
 from ..bayesian import bayes_layers, sampled_weights
 from ..core.checks import check_choice, check_int, check_number, describe
 from ..core.model_state import explaining
@@ -81,9 +81,9 @@ def ensemble_samples(method: Callable[..., torch.Tensor], models: Sequence[nn.Mo
             raise TypeError(f"models[{k}] must be a torch.nn.Module; got {describe(member)}.")
     maps = []
     for member in models:
-        options = _rebind(method_options, models[0], member) if member is not models[0] else method_options
+        options = rebind_layers(method_options, models[0], member) if member is not models[0] else method_options
         with explaining(member, x, target):
-            maps.append(_attribute(method, member, x, target, batch_size, options))
+            maps.append(call_batched(method, member, x, target, batch_size, options))
     return _stack(maps, "ensemble")
 
 
@@ -92,14 +92,14 @@ def _network_samples(method, model, x, target, samples, seed, batch_size, option
     """``samples`` maps of a deep copy of ``model``; ``prepare(copy)`` returns ``draw(generator)``, a context
     manager inside which the copy is one fixed network of the sample."""
     with explaining(model, x, target):
-        network = _copy(model)
-        options = _rebind(options, model, network)
+        network = copy_model(model)
+        options = rebind_layers(options, model, network)
         draw = prepare(network)
         generator = torch.Generator().manual_seed(seed)
         maps = []
         for _ in range(samples):
             with draw(generator):
-                maps.append(_attribute(method, network, x, target, batch_size, options))
+                maps.append(call_batched(method, network, x, target, batch_size, options))
         return torch.stack(maps)
 
 
