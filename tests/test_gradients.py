@@ -108,7 +108,7 @@ def test_models_without_relu_are_refused_not_explained_by_the_plain_gradient(met
     model = Functional(activation).eval()
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"changes the backward rule of ReLU, but this model also applies "
-                                         r"(GELU|SiLU|Tanh) \(1 call\); .*ReLU networks only"):
+                                         r"(GELU|SiLU|Tanh) \(1 call\)[^;]*; .*ReLU networks only"):
         method(model, torch.randn(3, 4), 1)
     assert_unchanged(model, before)
 
