@@ -15,12 +15,10 @@ from xaiutils.vit import MnistViT, ShapesViT, patch_grid
 # on the clean test reviews and within 0.2 points of it whatever the signature; text-sentiment-spurious
 # 99.8% when the signer agrees with the label, 44.2% when he does not, 78.0% without a signature, 71.8% on
 # the clean test reviews; wine-mlp 97.7% of 44 test wines; breast-cancer-mlp 97.9% of 142 test tumours.
-# The ViTs are not shipped yet (their recipes were not trained in time): mnist-vit's recipe measured 97.2%
-# when trained by hand with the same seeds; shapes-vit's 100-epoch recipe has not been measured (60 epochs
-# with shifts only: 82.4%), so SHAPES_VIT must be set from its measured accuracy when it is trained.
-MNIST_VIT, SHAPES_VIT = 0.96, 0.80
-VITS_SHIPPED = pytest.mark.skipif("mnist-vit" not in zoo.ZOO or "shapes-vit" not in zoo.ZOO,
-                                  reason="the ViT recipes are not in the zoo yet (no trained weights)")
+# mnist-vit 97.2% of the 1,000 test digits; shapes-vit 96.4% of the 500 test images, 22% once the object is
+# painted over (shapes-standard: 22%), and its gradient puts 5.9 times the object's share of the image on the
+# object (shapes-standard: 3.3), on the first 100 test images (trained 2026-12-05).
+MNIST_VIT, SHAPES_VIT = 0.96, 0.95
 TEXT_CLEAN = 0.97
 SPURIOUS_AGREEING, SPURIOUS_FLIPPED = 0.98, 0.6
 WINE, BREAST_CANCER = 0.95, 0.94
@@ -127,7 +125,6 @@ def test_shipped_models_have_their_architectures(part4):
     assert all(not model.training for model in part4.values())
 
 
-@VITS_SHIPPED
 def test_vits_reach_their_accuracy(part4):
     assert isinstance(part4["mnist-vit"], MnistViT) and isinstance(part4["shapes-vit"], ShapesViT)
     d = data.mnist()
@@ -136,7 +133,6 @@ def test_vits_reach_their_accuracy(part4):
     assert models.accuracy(part4["shapes-vit"], s.x, s.y) >= SHAPES_VIT
 
 
-@VITS_SHIPPED
 def test_shapes_vit_looks_at_the_object_not_the_background(part4):
     s = data.shapes("test")
     x, y, mask = s.x[:100], s.y[:100], s.mask[:100]
@@ -148,7 +144,7 @@ def test_shapes_vit_looks_at_the_object_not_the_background(part4):
     # ... and its gradient puts several times the object's share of the image on the object
     share = mask.float().mean((1, 2, 3))
     on_object = relevance_mass_accuracy(gradient(vit, x, y).abs(), mask)
-    assert (on_object / share).mean() >= 2.0
+    assert (on_object / share).mean() >= 4.0
 
 
 def test_text_sentiment_reads_the_sentiment_not_the_signature(part4):

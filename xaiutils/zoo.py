@@ -20,19 +20,28 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from . import corpus
+from .adversarial.attribution_training import attribution_regularised_loss
 from .adversarial.training import adversarial_loss, gradient_regularised_loss, noise_augmented_loss
+from .bayesian import BayesMnistCNN, elbo_loss
 from .core.checks import check_choice, check_int
-from .models import MnistCNN, ShapesResNet, cross_entropy, random_labels, random_shift, train
+from .models import (MnistCNN, ShapesResNet, TabularMLP, cross_entropy, random_labels, random_shift, random_symmetry,
+                     train)
+from .text import TextClassifier
 
 WEIGHTS = Path(__file__).parent / "weights"
 GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
 NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
+ATTRREG_LAMBDA, ATTRREG_EPSILON = 1.0, 0.1  # mnist-attrreg: the weight of the IG norm, and the L-inf ball of its attack
+DROPOUT = 0.25  # the dropout probability after each block of mnist-dropout (MC dropout, uncertainty chapter)
+MNIST_TRAINING = 4000  # data.mnist()'s training images: the N that divides mnist-bayes's KL term
 SEED_STRIDE = 100_000  # seed k of a recipe offsets every seed it uses by k * SEED_STRIDE (seed 0: unchanged)
 
 
@@ -43,7 +52,7 @@ class Phase:
     epochs: int
     lr: float
     weight_decay: float = 0.0
-    augment: bool = False  # random shifts of up to 2 pixels (:func:`xaiutils.models.random_shift`)
+    augment: bool | Callable = False  # True: random shifts of up to 2 pixels (models.random_shift); or an augmentation
     seed: int = 0
     loss: Callable[[int], Callable] | None = None  # the model's seed -> loss_fn (seeds its own randomness)
 
@@ -52,14 +61,21 @@ class Phase:
 class Recipe:
     """How one model of the zoo is trained."""
 
-    architecture: type[nn.Module]
-    data: str  # "mnist", "shapes" or "decoy_mnist"
+    architecture: Callable[[], nn.Module]  # a class, or a partial that fixes its config (text, tables)
+    data: str  # "mnist", "shapes", "decoy_mnist", "reviews", "reviews_spurious", "wine" or "breast_cancer"
     phases: tuple[Phase, ...]
     start: str | None = None  # fine-tune this shipped model; None: a fresh model built after torch.manual_seed(0)
     labels: str = "true"  # or "random": the labels permuted (the data randomisation test)
     description: str = ""
     notes: dict = field(default_factory=dict)
     seeds: int = 1  # independently trained copies shipped (seed 0 is the one the chapters explain)
+
+
+def _vit(name: str) -> nn.Module:
+    """A fresh :mod:`xaiutils.vit` model, imported on first use (importing torchvision takes seconds)."""
+    from . import vit
+
+    return getattr(vit, name)()
 
 
 ZOO: dict[str, Recipe] = {
@@ -86,6 +102,34 @@ ZOO: dict[str, Recipe] = {
     "shapes-pgd": Recipe(ShapesResNet, "shapes", (
         Phase(6, 1e-3, loss=lambda seed: adversarial_loss(8 / 255, steps=4, seed=SEED_STRIDE * seed)),), start="shapes-standard",
         description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard", seeds=3),
+    # issue 15: a model trained for robust attributions (chapter 13; xaiutils.experiments.attribution_robustness)
+    "mnist-attrreg": Recipe(MnistCNN, "mnist", (
+        Phase(2, 1e-3, augment=True, loss=lambda seed: attribution_regularised_loss(
+            ATTRREG_LAMBDA, ATTRREG_EPSILON, steps=3, ig_steps=5, attack_ig_steps=2, seed=SEED_STRIDE * seed)),),
+        start="mnist-standard",
+        description="robust attribution regularisation (IG-NORM, lambda = 1, epsilon = 0.1; 3 attack steps, 5 Riemann "
+                    "points), fine-tuned from mnist-standard for 2 epochs", seeds=3),
+    # the uncertainty chapter: MC dropout and a variational last layer (Bayes by Backprop)
+    "mnist-dropout": Recipe(partial(MnistCNN, dropout=DROPOUT), "mnist", (Phase(40, 3e-3, 1e-4, augment=True),),
+                            description="the MNIST CNN with dropout (p = 0.25) after each block, for MC dropout"),
+    "mnist-bayes": Recipe(BayesMnistCNN, "mnist", (
+        Phase(40, 3e-3, augment=True, loss=lambda seed: elbo_loss(MNIST_TRAINING)),),
+        description="the MNIST CNN with a variational last layer, trained by Bayes by Backprop (no weight decay)"),
+    # Part IV: the text transformer clean and Clever Hans, two tables
+    "mnist-vit": Recipe(partial(_vit, "MnistViT"), "mnist", (Phase(40, 3e-3, 1e-4, augment=True),),
+                        description="a 3-layer vision transformer on MNIST (4x4 patches)"),
+    "shapes-vit": Recipe(partial(_vit, "ShapesViT"), "shapes", (Phase(100, 3e-3, 1e-4, augment=random_symmetry),),
+                         description="a 3-layer vision transformer on the shapes images (8x8 patches; random flips, "
+                                     "quarter turns and shifts)"),
+    "text-sentiment": Recipe(partial(TextClassifier, corpus.classifier_config()), "reviews", (Phase(20, 2e-3),),
+                             description="the text transformer on the generated reviews (random signatures)"),
+    "text-sentiment-spurious": Recipe(
+        partial(TextClassifier, corpus.classifier_config()), "reviews_spurious", (Phase(20, 2e-3),),
+        description="the text transformer on Clever Hans reviews: the signature gives the label away"),
+    "wine-mlp": Recipe(partial(TabularMLP, 13, 3), "wine", (Phase(100, 3e-3, 1e-4),),
+                       description="an MLP on scikit-learn's wine table (13 features, 3 cultivars)"),
+    "breast-cancer-mlp": Recipe(partial(TabularMLP, 30, 2), "breast_cancer", (Phase(100, 3e-3, 1e-4),),
+                                description="an MLP on scikit-learn's breast cancer table (30 features)"),
 }
 
 
@@ -97,6 +141,12 @@ def _training_data(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return split.x_train, split.y_train
     if name == "decoy_mnist":
         split = data.decoy_mnist()
+        return split.x_train, split.y_train
+    if name in ("reviews", "reviews_spurious"):
+        split = corpus.reviews("train", spurious=name == "reviews_spurious")
+        return split.ids, split.y
+    if name in ("wine", "breast_cancer"):
+        split = getattr(data, name)()
         return split.x_train, split.y_train
     split = data.shapes("train")
     return split.x, split.y
@@ -120,7 +170,7 @@ def train_recipe(recipe: Recipe, *, seed: int = 0, progress: bool = True) -> nn.
         model = load(recipe.start, seed=seed)
     for phase in recipe.phases:
         train(model, x, y, epochs=phase.epochs, lr=phase.lr, weight_decay=phase.weight_decay,
-              augment=random_shift if phase.augment else None, seed=phase.seed + SEED_STRIDE * seed,
+              augment=phase.augment if callable(phase.augment) else random_shift if phase.augment else None, seed=phase.seed + SEED_STRIDE * seed,
               loss_fn=phase.loss(seed) if phase.loss is not None else cross_entropy, progress=progress)
     return model
 
@@ -203,7 +253,6 @@ def build_weights(names: list[str] | None = None, seeds: list[int] | None = None
     for seed in seeds or []:
         check_int(seed, "each of seeds", minimum=0)
     WEIGHTS.mkdir(exist_ok=True)
-    manifest = _manifest()
     for name in names or list(ZOO):
         for seed in range(ZOO[name].seeds):
             if seeds is not None and seed not in seeds:
@@ -211,10 +260,12 @@ def build_weights(names: list[str] | None = None, seeds: list[int] | None = None
             model = train_recipe(ZOO[name], seed=seed)
             path = weights_file(name, seed)
             torch.save(model.state_dict(), path)
+            # read again and written after every model: a later recipe can load (and fine-tune) this
+            # one, and the entries of another run that finished meanwhile are kept
+            manifest = _manifest()
             manifest[_key(name, seed)] = {"sha256": _sha256(path), "file": path.name}
-            # written after every model, so that a later recipe can load (and fine-tune) this one
             (WEIGHTS / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+    return _manifest()
 
 
 def main(argv: list[str]) -> None:
