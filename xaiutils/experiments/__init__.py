@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
-EXPERIMENTS = ("roar", "attribution_robustness", "uncertainty")
+EXPERIMENTS = ("roar", "seeds", "attribution_robustness", "uncertainty")
 
 
 def module(name: str):
