@@ -38,6 +38,7 @@ from ..adversarial import pgd, saliency_map, top_k_attack
 from ..adversarial.attribution_training import attribution_attack, loss_integrated_gradients
 from ..attribution import gradient, integrated_gradients
 from ..core.checks import check_choice
+from .seeds import alignment  # Etmann et al.'s input-gradient alignment, as chapter 13 (tested in test_experiment_seeds)
 
 SETTINGS = {
     "full": dict(models=("mnist-standard", "mnist-pgd", "mnist-gradreg", "mnist-attrreg"), seeds=(0, 1, 2),
@@ -61,15 +62,6 @@ DIRECTIONS = {"clean accuracy": "higher", "PGD-10 accuracy": "higher", "alignmen
               "top-k intersection, attack": "higher", "top-k intersection, random sign": "higher",
               "max-sensitivity": "lower", "loss IG norm under attack": "lower"}
 IG = partial(integrated_gradients, steps=IG_STEPS)
-
-
-def alignment(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    r"""Per example, :math:`|\langle x, \nabla_x \Psi \rangle| / (\|x\| \|\nabla_x \Psi\|)` (chapter 13, eq-alignment).
-
-    :math:`\Psi` is the logit of ``target``. Reference: ``etmann2019connection``.
-    """
-    g = gradient(model, x, target).detach().flatten(1)
-    return (x.flatten(1) * g).sum(1).abs() / (x.flatten(1).norm(dim=1) * g.norm(dim=1))
 
 
 def random_sign(x: torch.Tensor, epsilon: float, seed: int = 0) -> torch.Tensor:
