@@ -69,7 +69,7 @@ def test_integers_are_exact_by_default_and_tolerant_when_declared():
 def test_declared_tolerance_widens_and_still_bounds():
     wide = tolerance_of({"tolerance": {"rtol": 0.05, "atol": 0.02, "reason": "trains for 3 epochs"}})
     assert wide.rtol == 0.05 and wide.atol == 0.02 and not wide.integers_exact
-    assert not ok("0.877 0.838", "0.852 0.812")  # the chapter 14 example, default tolerance
+    assert not ok("0.877 0.838", "0.852 0.812")  # the chapter 18 example, default tolerance
     assert ok("0.877 0.838", "0.852 0.812", wide)
     assert not ok("0.877", "0.700", wide)
 

@@ -8,7 +8,7 @@
   should point at) and of its *spurious* token (the reviewer's name).
 * The "Clever Hans" variant (``reviews("train", spurious=True)``): in its training reviews the
   reviewer gives the label away (``ana`` signs every positive review, ``bob`` every negative one),
-  as the decoy patch does in decoy MNIST (chapter 14); in the test reviews the signature is random,
+  as the decoy patch does in decoy MNIST (chapter 18); in the test reviews the signature is random,
   so a model that learned the shortcut fails there and its explanations point at the name.
 * :func:`vocabulary` -- the fixed vocabulary of every word the generator can write, so that the
   shipped text models (:func:`classifier_config`) have a fixed size and readers can encode new reviews.

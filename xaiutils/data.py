@@ -164,7 +164,7 @@ def decoy_mnist(seed: int = 0) -> Split:
 
     Training images carry a 4x4 patch in a random corner whose grey level reveals the label
     (``1 - 0.1 * y``); test images carry a patch with a random grey level, so a model that
-    learned the shortcut fails at test time. Reference: ``ross2017right``. Chapter 14.
+    learned the shortcut fails at test time. Reference: ``ross2017right``. Chapter 18.
     """
     data = mnist(seed=seed)
     rng = np.random.default_rng(seed + 1)

@@ -1,4 +1,4 @@
-"""Adversarial examples, robust training and attacks on explanations (chapters 12, 13 and 14).
+"""Adversarial examples, robust training and attacks on explanations (chapters 12, 13 and 18).
 
 * :mod:`.attacks` -- :func:`fgsm`, :func:`pgd` and :func:`robust_accuracy`;
 * :mod:`.training` -- losses for :func:`xaiutils.models.train`: :func:`adversarial_loss`,

@@ -1,4 +1,4 @@
-r"""Robust training recipes: losses that plug into :func:`xaiutils.models.train` (chapters 13 and 14).
+r"""Robust training recipes: losses that plug into :func:`xaiutils.models.train` (chapters 13 and 18).
 
 Each function returns a ``loss_fn(model, x, y) -> scalar`` for ``train(model, x, y, loss_fn=...)``:
 
@@ -128,7 +128,7 @@ def gradient_regularised_loss(lam: float, *, mask: torch.Tensor | Callable[[torc
     Returns:
         ``loss_fn(model, x, y)`` for :func:`xaiutils.models.train`.
 
-    References: ``ross2018improving``, ``ross2017right``. Chapter 14.
+    References: ``ross2018improving``, ``ross2017right``. Chapter 18.
     """
     _check_non_negative("lam", lam)
     if of not in ("loss", "log_probs"):

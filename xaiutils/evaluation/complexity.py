@@ -53,7 +53,7 @@ def entropy(attr) -> torch.Tensor:
     (better). An all-zero map: NaN. Quantus' ``Complexity`` computes :math:`\log(p_i + 10^{-12})`;
     the tests show the two agree to that offset.
 
-    Returns a ``(B,)`` tensor. Reference: ``bhatt2020evaluating``. Chapter 16.
+    Returns a ``(B,)`` tensor. Reference: ``bhatt2020evaluating``. Chapter 20.
     """
     a = _magnitudes(attr)
     p = a / a.sum(1, keepdim=True)

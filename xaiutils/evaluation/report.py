@@ -1,4 +1,4 @@
-r"""A report card for attribution methods: every method x metric, with uncertainty (chapter 16).
+r"""A report card for attribution methods: every method x metric, with uncertainty (chapter 20).
 
 :func:`evaluate` explains a batch with each method, scores every map with each metric, and
 returns a tidy table: one row per (method, metric) with the mean over the examples and a
@@ -171,7 +171,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
         ci_low, ci_high, n, settings`` (``n`` = examples with a defined value, NaNs are left out;
         ``settings`` = how the metric was computed, :meth:`Metric.describe`).
 
-    Reference: ``hedstrom2023quantus`` (a library of these metrics). Chapter 16.
+    Reference: ``hedstrom2023quantus`` (a library of these metrics). Chapter 20.
     """
     check_int(n_boot, "n_boot")
     methods = _resolve(methods, available_methods(), "method")
@@ -217,7 +217,7 @@ def rank_agreement(table: pd.DataFrame, *, correlation: str = "kendall") -> pd.D
     pair of metrics is compared by Kendall's :math:`\tau` (or ``correlation="spearman"``) over
     the methods: 1 means the same ranking, -1 the reverse. NaN where a metric ties all methods.
 
-    Returns a square DataFrame, metric x metric. Chapter 16.
+    Returns a square DataFrame, metric x metric. Chapter 20.
     """
     from scipy.stats import kendalltau, spearmanr
 
@@ -242,7 +242,7 @@ def rank_agreement(table: pd.DataFrame, *, correlation: str = "kendall") -> pd.D
 def plot_report(table: pd.DataFrame, *, ncols: int = 4, size: tuple[float, float] = (3.2, 2.4)):
     """A figure with one panel per metric: each method's mean and 95% interval; the title says which way is better.
 
-    Returns the matplotlib figure. Chapter 16.
+    Returns the matplotlib figure. Chapter 20.
     """
     import matplotlib.pyplot as plt
 

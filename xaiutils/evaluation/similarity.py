@@ -1,4 +1,4 @@
-r"""How similar are two attribution maps? (chapters 9, 12 and 15)
+r"""How similar are two attribution maps? (chapters 9, 12 and 19)
 
 The sanity checks of chapter 9 ask whether a map *changes* when the model is randomised; the
 attacks of chapter 12 ask whether a map changes when the input barely does. Both need a number
@@ -134,7 +134,7 @@ def top_k_agreement(a, b, k: int, *, measure: str = "feature") -> torch.Tensor:
     ``"feature"`` :math:`k/d` on average and ``"rank"`` :math:`1/d`. Krishna et al. add the
     Spearman correlation (:func:`spearman`) as their *rank correlation*.
 
-    Returns a ``(B,)`` float64 tensor in :math:`[0, 1]`. Reference: ``krishna2022disagreement``. Chapter 15.
+    Returns a ``(B,)`` float64 tensor in :math:`[0, 1]`. Reference: ``krishna2022disagreement``. Chapter 19.
     """
     if measure not in AGREEMENTS:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(AGREEMENTS)}.")

@@ -17,7 +17,7 @@ For the gradient and guided backpropagation on test digits, the per-example spre
   members get different random weights, the others one random base model);
 * ``attacked``: the digits after chapter 12's top-k attack on the base model's gradient
   (``ghorbani2019interpretation``: epsilon 0.05, k 50, 20 steps);
-* ``decoy`` / ``decoy_clean``: ``decoy-mnist-standard`` (chapter 14) under NoiseGrad on the decoy
+* ``decoy`` / ``decoy_clean``: ``decoy-mnist-standard`` (chapter 18) under NoiseGrad on the decoy
   test digits and on the same digits without the patch, and the share of the mean map and of the
   per-pixel std that lies on the patch.
 

@@ -1,4 +1,4 @@
-"""The self-checks of chapter 16 (xaiutils.exercises.ch16): a right answer passes, typical wrong ones do not.
+"""The self-checks of chapter 20 (xaiutils.exercises.ch20): a right answer passes, typical wrong ones do not.
 
 The right answers are the chapter's solutions (a metric, a card, a metric function), written here again."""
 import copy
@@ -21,15 +21,15 @@ def setting():
 def test_add_a_metric():
     right = E.Metric(E.deletion, "lower", settings={"steps": 20, "removal": "mean", "score_kind": "probability"},
                      summary="area")
-    assert evaluate("ch16.1", right).correct
-    assert evaluate("ch16.1", E.Metric(E.deletion, "lower", settings={"removal": "mean"}, summary="area")).correct
-    feedback = evaluate("ch16.1", E.Metric(E.deletion, "higher", settings={"removal": "mean"}, summary="area"))
+    assert evaluate("ch20.1", right).correct
+    assert evaluate("ch20.1", E.Metric(E.deletion, "lower", settings={"removal": "mean"}, summary="area")).correct
+    feedback = evaluate("ch20.1", E.Metric(E.deletion, "higher", settings={"removal": "mean"}, summary="area"))
     assert not feedback.correct and "lower" in feedback.message
-    feedback = evaluate("ch16.1", E.METRICS["deletion"])  # still removes to black
+    feedback = evaluate("ch20.1", E.METRICS["deletion"])  # still removes to black
     assert not feedback.correct and "mean" in feedback.message
-    feedback = evaluate("ch16.1", E.Metric(E.deletion, "lower", settings={"removal": "mean"}))  # no summary
+    feedback = evaluate("ch20.1", E.Metric(E.deletion, "lower", settings={"removal": "mean"}))  # no summary
     assert not feedback.correct and "area" in feedback.message
-    assert not evaluate("ch16.1", E.Metric(E.insertion, "lower", settings={"removal": "mean"}, summary="area")).correct
+    assert not evaluate("ch20.1", E.Metric(E.insertion, "lower", settings={"removal": "mean"}, summary="area")).correct
 
 
 def test_change_the_baseline(setting):
@@ -38,13 +38,13 @@ def test_change_the_baseline(setting):
     methods = {f"IG, baseline {b}": partial(integrated_gradients, baseline=b, steps=16)
                for b in ["zeros", "blur", "uniform"]}
     card = E.evaluate(model, x, y, methods=methods, metrics=metrics, n_boot=100, progress=False)
-    assert evaluate("ch16.2", card).correct
+    assert evaluate("ch20.2", card).correct
     swapped = card.replace({"method": {"IG, baseline zeros": "IG, baseline blur",
                                        "IG, baseline blur": "IG, baseline zeros"}})
-    assert not evaluate("ch16.2", swapped).correct
-    assert not evaluate("ch16.2", card[card["metric"] != "sparseness"]).correct
+    assert not evaluate("ch20.2", swapped).correct
+    assert not evaluate("ch20.2", card[card["metric"] != "sparseness"]).correct
     renamed = card.replace({"method": {"IG, baseline zeros": "IG, black"}})
-    assert not evaluate("ch16.2", renamed).correct
+    assert not evaluate("ch20.2", renamed).correct
 
 
 def test_sanity_check_on_the_card(setting):
@@ -63,10 +63,10 @@ def test_sanity_check_on_the_card(setting):
     def mean_only(method, model, x, y, *, batch_size=None):
         return randomisation_similarity(method, model, x, y).mean()
 
-    assert evaluate("ch16.3", randomisation_similarity).correct
-    feedback = evaluate("ch16.3", absolute)
+    assert evaluate("ch20.3", randomisation_similarity).correct
+    feedback = evaluate("ch20.3", absolute)
     assert not feedback.correct and "absolute" in feedback.message
-    feedback = evaluate("ch16.3", same_model)
+    feedback = evaluate("ch20.3", same_model)
     assert not feedback.correct and "same model" in feedback.message
-    feedback = evaluate("ch16.3", mean_only)
+    feedback = evaluate("ch20.3", mean_only)
     assert not feedback.correct and "one value per example" in feedback.message

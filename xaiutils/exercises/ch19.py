@@ -1,5 +1,5 @@
-"""Self-checks for the exercises of chapter 15, limitations and the disagreement problem
-(notebooks/ch15_limitations.ipynb).
+"""Self-checks for the exercises of chapter 19, limitations and the disagreement problem
+(notebooks/ch19_limitations.ipynb).
 
 The references are recomputed here with the library on the chapter's data: the 20 digits of the baseline
 section, the 50 digits of the disagreement section, and the plain random network of depth 32 of the
@@ -64,7 +64,7 @@ def _baseline_reference():
     return signed, absolute, float(two)
 
 
-@exercise("ch15.1", "Averaging baselines",
+@exercise("ch19.1", "Averaging baselines",
           hint="expected_gradients(model, x, y, references=mnist.x_train[:100], samples=64) on the 20 digits of "
                "BASELINE_DATA['mnist'], then the signed E.spearman with ig_maps['mnist', name] for each baseline, "
                "averaged over the digits; the row to compare with is 'IG, two different baselines (mean)'.")
@@ -110,7 +110,7 @@ def _patch_maps():
             * 16 for name in names}
 
 
-@exercise("ch15.2", "How many features?",
+@exercise("ch19.2", "How many features?",
           hint="Take the patch maps of the standard model (patch_maps['mnist-standard'], 4 x 4 patches, 49 per digit) "
                "and E.top_k_agreement(a, b, k, measure='feature') and measure='rank', averaged over the 50 digits.")
 def _check_how_many(by_k):
@@ -197,7 +197,7 @@ def _shattered_reference():
     return c1_gradient, smooth
 
 
-@exercise("ch15.3", "SmoothGrad on a shattered network",
+@exercise("ch19.3", "SmoothGrad on a shattered network",
           hint="Use the chapter's deep = random_nets['plain', 32], the first 17 points of line(digits3[:1], seed=0) "
                "(16 steps), SmoothGrad at each point with the given samples and sigma, and correlation(maps, [1]).")
 def _check_shattered(c1, c1_gradient):

@@ -1,4 +1,4 @@
-"""Self-checks for the exercises of chapter 16, best practices (notebooks/ch16_best_practices.ipynb).
+"""Self-checks for the exercises of chapter 20, best practices (notebooks/ch20_best_practices.ipynb).
 
 The learner writes report-card pieces (an ``E.Metric``, a card, a metric function); the checks run them on
 a few digits of the chapter's model (``mnist-standard``) and compare with the library's metric functions
@@ -27,7 +27,7 @@ def _close(a, b, atol):
     return bool(((a - b).abs() <= atol).all())
 
 
-@exercise("ch16.1", "Add a metric",
+@exercise("ch20.1", "Add a metric",
           hint="E.Metric(E.deletion, direction, settings={...}, summary='area'): deletion is better when the "
                "curve falls fast, and the settings are deletion's keyword options, removal among them.")
 def _check_metric(deletion_mean):
@@ -64,7 +64,7 @@ BASELINES = ("zeros", "blur", "uniform")
 CARD_METRICS = ("deletion", "insertion", "faithfulness_correlation", "sparseness")
 
 
-@exercise("ch16.2", "Change the baseline",
+@exercise("ch20.2", "Change the baseline",
           hint="Pass E.evaluate a dict of three methods, partial(integrated_gradients, baseline=b, steps=16) for b "
                "in 'zeros', 'blur', 'uniform', with metrics=['deletion', 'insertion', 'faithfulness_correlation', "
                "'sparseness'] on x[:50], y[:50].")
@@ -101,7 +101,7 @@ def _check_baseline_card(ig_card):
                  "report the baseline with the card.")
 
 
-@exercise("ch16.3", "Put a sanity check on the card",
+@exercise("ch20.3", "Put a sanity check on the card",
           hint="Inside the metric, compute method(model, x, y) and method(random_model, x, y), with random_model = "
                "E.reinitialise(copy.deepcopy(model), seed=0), and return E.spearman of the two, one value per "
                "example, signed (absolute=False).")

@@ -1,4 +1,4 @@
-"""Self-checks for the exercises of chapter 14, catching a Clever Hans (notebooks/ch14_clever_hans.ipynb).
+"""Self-checks for the exercises of chapter 18, catching a Clever Hans (notebooks/ch18_clever_hans.ipynb).
 
 Every exercise of this chapter retrains the chapter's MLP with the "right for the right reasons" penalty,
 which takes longer than a check may. The checks therefore read the learner's table (a DataFrame, or a
@@ -33,7 +33,7 @@ def _table(answer, what, columns):
     return table
 
 
-@exercise("ch14.1", "The strength of the penalty",
+@exercise("ch18.1", "The strength of the penalty",
           hint="Train mlp() once per lambda with loss_fn=gradient_regularised_loss(lam, mask=corners.float(), "
                "of='log_probs'), the chapter's TRAIN settings, and read the accuracies with scores(model) and the "
                "mass on the patch with E.relevance_mass_accuracy of |gradient x input| on the 200 test images.")
@@ -65,7 +65,7 @@ def _check_sweep(sweep):
                  "because the optimiser spends its steps on the penalty.")
 
 
-@exercise("ch14.2", "An incomplete mask",
+@exercise("ch18.2", "An incomplete mask",
           hint="The mask is zero everywhere except the 4 x 4 pixels of the top-left corner (rows 0-3, columns "
                "0-3). The corner shares come from mean_map(model): the average normalised |gradient x input| "
                "over the validation images, summed over each 4 x 4 corner.")
@@ -95,7 +95,7 @@ def _check_one_corner(one_corner):
                  "you to compare; the check reads only the measurements.)")
 
 
-@exercise("ch14.3", "Per-image annotations",
+@exercise("ch18.3", "Per-image annotations",
           hint="gradient_regularised_loss(LAMBDA, mask=lambda xb: corners & (xb > 0), of='log_probs') marks, in "
                "each training batch, the lit pixels of the corners, which are that image's patch; train mlp() with "
                "it and put its scores() and mass on the patch next to mlp_rrr's.")

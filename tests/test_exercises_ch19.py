@@ -1,4 +1,4 @@
-"""The self-checks of chapter 15 (xaiutils.exercises.ch15): a right answer passes, typical wrong ones do not.
+"""The self-checks of chapter 19 (xaiutils.exercises.ch19): a right answer passes, typical wrong ones do not.
 
 The right answers are built here as the chapter's solutions build them, not with the checker's helpers."""
 import numpy as np
@@ -34,12 +34,12 @@ def test_averaging_baselines(mnist, model):
     with_eg = pd.Series({name: E.spearman(eg, ig[name]).mean().item() for name in ig})
     two = np.mean([E.spearman(ig[a], ig[b]).mean().item() for a in ig for b in ig if a != b])
     answer = bool((with_eg > two).all())
-    assert evaluate("ch15.1", with_eg, answer).correct
-    assert not evaluate("ch15.1", with_eg, not answer).correct
+    assert evaluate("ch19.1", with_eg, answer).correct
+    assert not evaluate("ch19.1", with_eg, not answer).correct
     absolute = pd.Series({name: E.spearman(eg, ig[name], absolute=True).mean().item() for name in ig})
-    feedback = evaluate("ch15.1", absolute, bool((absolute > two).all()))
+    feedback = evaluate("ch19.1", absolute, bool((absolute > two).all()))
     assert not feedback.correct and "absolute" in feedback.message
-    assert not evaluate("ch15.1", with_eg.drop("white"), answer).correct
+    assert not evaluate("ch19.1", with_eg.drop("white"), answer).correct
 
 
 def test_how_many_features(mnist, model):
@@ -54,12 +54,12 @@ def test_how_many_features(mnist, model):
             rows[f"{a} / {b}", k] = {m: E.top_k_agreement(base[a], base[b], k, measure=m).mean().item()
                                      for m in ["feature", "rank"]}
     by_k = pd.DataFrame(rows).T
-    assert evaluate("ch15.2", by_k).correct
-    feedback = evaluate("ch15.2", by_k.rename(columns={"feature": "rank", "rank": "feature"}))
+    assert evaluate("ch19.2", by_k).correct
+    feedback = evaluate("ch19.2", by_k.rename(columns={"feature": "rank", "rank": "feature"}))
     assert not feedback.correct and "swapped" in feedback.message
     wrong = by_k.copy()
     wrong.loc[("gradient / smoothgrad", 2), "feature"] += 0.1
-    assert not evaluate("ch15.2", wrong).correct
+    assert not evaluate("ch19.2", wrong).correct
 
 
 class ConvNet(nn.Module):
@@ -100,10 +100,10 @@ def test_shattered_smoothgrad(mnist):
     # the 64-sample rows take half a minute; these are the chapter's executed solution, as printed
     c1 = {(16, 0.15): 0.589, (64, 0.15): 0.567, (16, 0.5): 0.620, (64, 0.5): 0.617}
     assert abs(c1_gradient - 0.610) < 0.002
-    assert evaluate("ch15.3", c1, c1_gradient).correct
+    assert evaluate("ch19.3", c1, c1_gradient).correct
     trained = c1_of(gradient(zoo.load("mnist-standard"), short, label))  # the trained model, not the random net
-    feedback = evaluate("ch15.3", c1, trained)
+    feedback = evaluate("ch19.3", c1, trained)
     assert not feedback.correct and "c1_gradient" in feedback.message
     swapped = {**c1, (16, 0.5): c1[16, 0.15] - 0.2}
-    assert not evaluate("ch15.3", swapped, c1_gradient).correct
-    assert not evaluate("ch15.3", {(16, 0.15): c1[16, 0.15]}, c1_gradient).correct
+    assert not evaluate("ch19.3", swapped, c1_gradient).correct
+    assert not evaluate("ch19.3", {(16, 0.15): c1[16, 0.15]}, c1_gradient).correct

@@ -1,4 +1,4 @@
-"""The self-checks of chapter 14 (xaiutils.exercises.ch14): a right answer passes, typical wrong ones do not.
+"""The self-checks of chapter 18 (xaiutils.exercises.ch18): a right answer passes, typical wrong ones do not.
 
 The exercises retrain MLPs for about a minute in all, too long for a unit test, and their checks read the
 learner's tables. The right tables below are the chapter's executed solutions (its stored outputs, rounded
@@ -33,38 +33,38 @@ def compare():
 
 
 def test_sweep(sweep):
-    assert evaluate("ch14.1", sweep).correct
-    assert evaluate("ch14.1", sweep.T.to_dict()).correct  # a dict of rows works too
+    assert evaluate("ch18.1", sweep).correct
+    assert evaluate("ch18.1", sweep.T.to_dict()).correct  # a dict of rows works too
     no_penalty = sweep.copy()
     no_penalty.loc[0.01] = [1.000, 0.672, 0.411, 0.201]  # the loss was not passed to models.train
-    feedback = evaluate("ch14.1", no_penalty)
+    feedback = evaluate("ch18.1", no_penalty)
     assert not feedback.correct and "penalty" in feedback.message
     no_cost = sweep.copy()
     no_cost.loc[100.0, "decoy train"] = 0.999
-    assert not evaluate("ch14.1", no_cost).correct
-    assert not evaluate("ch14.1", sweep * 100).correct  # percentages
-    assert not evaluate("ch14.1", sweep.drop(index=100.0)).correct
+    assert not evaluate("ch18.1", no_cost).correct
+    assert not evaluate("ch18.1", sweep * 100).correct  # percentages
+    assert not evaluate("ch18.1", sweep.drop(index=100.0)).correct
 
 
 def test_one_corner(one_corner):
-    assert evaluate("ch14.2", one_corner).correct
+    assert evaluate("ch18.2", one_corner).correct
     wrong_corner = one_corner.copy()  # the mask covered the top right instead
     wrong_corner.iloc[1, 1:] = [0.015, 0.000, 0.019, 0.015]
-    feedback = evaluate("ch14.2", wrong_corner)
+    feedback = evaluate("ch18.2", wrong_corner)
     assert not feedback.correct and "top right" in feedback.message
-    assert not evaluate("ch14.2", one_corner.iloc[[0, 2, 1]]).correct  # rows out of order
+    assert not evaluate("ch18.2", one_corner.iloc[[0, 2, 1]]).correct  # rows out of order
     everything_dark = one_corner.copy()
     everything_dark.iloc[1, 2:] = 0.001
-    assert not evaluate("ch14.2", everything_dark).correct
+    assert not evaluate("ch18.2", everything_dark).correct
 
 
 def test_per_image(compare):
-    assert evaluate("ch14.3", compare).correct
+    assert evaluate("ch18.3", compare).correct
     digit_masked = compare.copy()  # mask=lambda xb: xb > 0 forbids the digit itself
     digit_masked.iloc[1] = [0.31, 0.30, 0.000]
-    feedback = evaluate("ch14.3", digit_masked)
+    feedback = evaluate("ch18.3", digit_masked)
     assert not feedback.correct and "xb > 0" in feedback.message
     unpenalised = compare.copy()
     unpenalised.iloc[1] = [0.67, 0.41, 0.2]
-    assert not evaluate("ch14.3", unpenalised).correct
-    assert not evaluate("ch14.3", compare.drop(columns="mass on patch")).correct
+    assert not evaluate("ch18.3", unpenalised).correct
+    assert not evaluate("ch18.3", compare.drop(columns="mass on patch")).correct
