@@ -179,6 +179,7 @@ experiments: setup
 
 benchmark: setup-dev
 	$(PY) benchmarks/attribution_speed.py
+	$(PY) benchmarks/transformer_speed.py
 
 clean:
 	rm -rf _build book/_vendor

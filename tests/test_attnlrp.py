@@ -337,6 +337,29 @@ def test_hooked_models_give_their_own_output(kind):
                               rtol=0, atol=1e-12)
 
 
+def test_replaced_attention_forward_returns_weights_on_request_and_is_put_back():
+    """While explaining, nn.MultiheadAttention's forward is replaced (the attention runs once, with the rules).
+    A caller that asks for the weights still gets the module's own; afterwards, and after an error, the
+    module's forward is its class's again."""
+    module = attention()
+    torch.manual_seed(8)
+    q = torch.randn(2, 5, 16)
+    expected_out, expected_weights = module(q, q, q)
+    with explaining(module) as hooks:
+        attach_attention(module, AttentionRules("attn_lrp"), hooks)
+        assert "forward" in module.__dict__
+        with torch.enable_grad():
+            out, weights = module(q.clone().requires_grad_(True), q, q)
+            out_only, none = module(q, q, q, need_weights=False)
+    assert torch.allclose(out, expected_out, atol=1e-12) and torch.allclose(weights, expected_weights, atol=1e-12)
+    assert none is None and torch.allclose(out_only, expected_out, atol=1e-12)
+    assert "forward" not in module.__dict__
+    vit = tiny_vit()
+    with pytest.raises(ValueError, match="out of range"):
+        lrp(vit, torch.randn(1, 3, 28, 28), 99)
+    assert not any("forward" in m.__dict__ for m in vit.modules())
+
+
 @pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
 def test_vit_relevance_sums_to_the_logit_without_biases(kind, monkeypatch):
     """With every bias, position embedding and class token zero and all stabilisers 0, CP-LRP conserves the

@@ -23,9 +23,9 @@ CP-LRP (``ali2022xai``) treats the attention weights :math:`A` as constants: no 
 through :math:`Q K^{\\top}` and the softmax, and :math:`A V` is a linear map of :math:`V` (epsilon rule).
 
 Every rule is an autograd function whose backward carries relevance (the mechanism of
-:mod:`._relevance`). ``nn.MultiheadAttention`` computes inside one functional call, so a forward hook
-recomputes it from its parameters with these rules (:func:`attention_forward`; its projections get the
-epsilon rule) and returns the same output. The rules of functions (GELU, ``+`` of a constant) act
+:mod:`._relevance`). ``nn.MultiheadAttention`` computes inside one functional call, so while explaining, its forward is
+replaced by a computation from its parameters with these rules (:func:`attention_forward`; its
+projections get the epsilon rule) that gives the same output. The rules of functions (GELU, ``+`` of a constant) act
 inside :func:`transformer_functions` (``F.layer_norm`` too); there, a softmax, a product of two tensors
 outside ``nn.MultiheadAttention``, and other non-linear functions (``exp``, ``sqrt``, ``pow``, ``var``, ...)
 are refused, since no rule would apply to them.
@@ -62,17 +62,15 @@ class AttentionRules(NamedTuple):
 class _LayerNormRule(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, shape, weight, bias, eps, stabiliser):
-        y = F.layer_norm(x, shape, weight, bias, eps)
-        dims = tuple(range(-len(shape), 0))
-        std = (x.var(dims, unbiased=False, keepdim=True) + eps).sqrt()
-        ctx.save_for_backward(x, y, std, weight)
-        ctx.dims, ctx.stabiliser = dims, stabiliser
+        y, _, rstd = torch.native_layer_norm(x, shape, weight, bias, eps)  # rstd = 1 / sigma, in the same pass
+        ctx.save_for_backward(x, y, rstd, weight)
+        ctx.dims, ctx.stabiliser = tuple(range(-len(shape), 0)), stabiliser
         return y
 
     @staticmethod
     def backward(ctx, relevance):
-        x, y, std, weight = ctx.saved_tensors
-        h = relevance / stabilise(y, ctx.stabiliser) / std
+        x, y, rstd, weight = ctx.saved_tensors
+        h = relevance / stabilise(y, ctx.stabiliser) * rstd
         if weight is not None:
             h = h * weight
         return x * (h - h.mean(ctx.dims, keepdim=True)), None, None, None, None, None
@@ -80,8 +78,10 @@ class _LayerNormRule(torch.autograd.Function):
 
 class _SoftmaxRule(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dim):
+    def forward(ctx, x, dim, masked):
         s = torch.softmax(x, dim)
+        if masked:  # a masked score (-inf) has weight 0 and gets relevance 0
+            x = x.masked_fill(~torch.isfinite(x), 0.0)
         ctx.save_for_backward(x, s)
         ctx.dim = dim
         return s
@@ -89,8 +89,7 @@ class _SoftmaxRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         x, s = ctx.saved_tensors
-        finite = x.masked_fill(~torch.isfinite(x), 0.0)  # a masked score (-inf) has weight 0 and gets 0
-        return finite * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None
+        return x * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None, None
 
 
 class _MatmulRule(torch.autograd.Function):
@@ -117,7 +116,7 @@ def layer_norm_rule(x: torch.Tensor, module: nn.LayerNorm, epsilon: float = STAB
 
 def softmax_rule(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``softmax(x, dim)``, whose backward is AttnLRP's softmax rule :math:`R_x = x \\odot (R - s \\sum R)`."""
-    return _SoftmaxRule.apply(x, dim)
+    return _SoftmaxRule.apply(x, dim, True)
 
 
 def matmul_rule(a: torch.Tensor, b: torch.Tensor, share: float = 0.5, epsilon: float = STABILISER) -> torch.Tensor:
@@ -182,7 +181,8 @@ def attention_forward(module: nn.MultiheadAttention, query: torch.Tensor, key: t
     padding = _blocked(key_padding_mask, "key_padding_mask")
     if padding is not None:
         scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
-    weights = torch.softmax(scores, -1).detach() if constant else softmax_rule(scores, -1)
+    masked = blocked is not None or padding is not None
+    weights = torch.softmax(scores, -1).detach() if constant else _SoftmaxRule.apply(scores, -1, masked)
     context = matmul_rule(weights, v, 0.0 if constant else 0.5, rules.epsilon)  # (B, H, L, d)
     context = context.transpose(1, 2).reshape(batch, length, heads * width)
     out = epsilon_linear(context, module.out_proj.weight, module.out_proj.bias, rules.epsilon)
@@ -200,15 +200,31 @@ def check_attention(module: nn.MultiheadAttention) -> None:
                          f"add_bias_kv={module.bias_k is not None}, add_zero_attn={module.add_zero_attn}.")
 
 
-class _AttentionHook:
-    def __init__(self, rules: AttentionRules):
-        self.rules = rules
+class _RuledForward:
+    """Replaces one ``nn.MultiheadAttention``'s forward by :func:`attention_forward` (an instance attribute that
+    shadows the class's method), so the attention is computed once, with the rules. ``remove()`` puts the
+    module's own forward back. When the caller asks for the attention weights, the module's own forward
+    runs as well, for them."""
 
-    def __call__(self, module, args, kwargs, output):
-        bound = _SIGNATURE.bind(module, *args, **kwargs).arguments
-        out = attention_forward(module, bound["query"], bound["key"], bound["value"], bound.get("key_padding_mask"),
-                                bound.get("attn_mask"), self.rules)
-        return out, output[1]
+    def __init__(self, module: nn.MultiheadAttention, rules: AttentionRules):
+        self.module, self.rules = module, rules
+        self.shadowed = module.__dict__.get("forward")
+        self.own_forward = module.forward
+        module.forward = self
+
+    def __call__(self, *args, **kwargs):
+        bound = _SIGNATURE.bind(self.module, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        out = attention_forward(self.module, a["query"], a["key"], a["value"], a["key_padding_mask"], a["attn_mask"],
+                                self.rules)
+        return out, (self.own_forward(*args, **kwargs)[1] if a["need_weights"] else None)
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.forward
+        if self.shadowed is not None:
+            self.module.forward = self.shadowed
 
 
 def _layer_norm_hook(rules: AttentionRules, module, args, output):
@@ -216,11 +232,12 @@ def _layer_norm_hook(rules: AttentionRules, module, args, output):
 
 
 def attach_attention(model: nn.Module, rules: AttentionRules, hooks: HookList) -> None:
-    """Forward hooks that give every ``nn.MultiheadAttention`` and ``nn.LayerNorm`` of ``model`` its rule."""
+    """Give every ``nn.MultiheadAttention`` (its forward, replaced) and ``nn.LayerNorm`` (a forward hook) of
+    ``model`` its rule; the handles in ``hooks`` undo both."""
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             check_attention(module)
-            hooks.append(module.register_forward_hook(_AttentionHook(rules), with_kwargs=True))
+            hooks.append(_RuledForward(module, rules))
         elif isinstance(module, nn.LayerNorm):
             hooks.append(module.register_forward_hook(partial(_layer_norm_hook, rules)))
 

@@ -1,0 +1,168 @@
+"""Time AttnLRP and CP-LRP on vision transformers against lxt and against one forward + backward pass.
+
+Issue #14 asks that ``lrp(vit, x, target)`` with the AttnLRP composite stay within 1.5x of one forward
++ backward pass of the same batch to the input (the *floor*, parameters frozen, timed in the same run),
+and be faster than ``lxt`` (Achtibat et al. 2024, ``achtibat2024attnlrp``), the authors' library, on
+the same model and batch. lxt's efficient mode patches the forward functions of ``nn.LayerNorm``,
+``nn.GELU`` and ``nn.MultiheadAttention`` and then takes gradient x input; its time here includes the
+patching, which is a few microseconds. The classes it patches are restored after each call.
+
+Models: the book's ``MnistViT`` (3 layers, 64 features, 50 tokens; batch 64) and a ViT-Tiny-sized
+torchvision ``VisionTransformer`` (12 layers, 3 heads, 192 features, 224x224 in 16x16 patches, 197
+tokens; batch 8), both with random weights: speed does not depend on training.
+
+Usage: ``python benchmarks/transformer_speed.py [--quick] [--write]``; ``--write`` stores the table in
+benchmarks/TRANSFORMERS.md with the date and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import VisionTransformer
+
+from xaiutils.attribution import lrp
+from xaiutils.vit import MnistViT
+
+from _timing import machine as describe_machine, median_time  # noqa: E402
+
+HERE = Path(__file__).parent
+PATCHED = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
+
+
+@contextlib.contextmanager
+def lxt_efficient():
+    """lxt's rules and its torchvision ViT patch, loaded without ``lxt.efficient``'s ``__init__`` (which
+    imports every ``transformers`` model it patches); ``sys.modules`` is restored on exit."""
+    import lxt
+
+    base = os.path.join(os.path.dirname(lxt.__file__), "efficient")
+    names = ("lxt.efficient", "lxt.efficient.models", "lxt.efficient.rules", "lxt.efficient.patches",
+             "lxt.efficient.models.vit_torch")
+    saved = {name: sys.modules.get(name) for name in names}
+    for name, path in (("lxt.efficient", base), ("lxt.efficient.models", os.path.join(base, "models"))):
+        shell = types.ModuleType(name)
+        shell.__path__ = [path]
+        sys.modules[name] = shell
+    try:
+        yield (importlib.import_module("lxt.efficient.patches"),
+               importlib.import_module("lxt.efficient.models.vit_torch"))
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+@contextlib.contextmanager
+def classes_restored():
+    """Put back the forward functions lxt's patches replace, also on error."""
+    forwards = {cls: cls.__dict__["forward"] for cls in PATCHED}
+    try:
+        yield
+    finally:
+        for cls, forward in forwards.items():
+            cls.forward = forward
+            if "original_forward" in cls.__dict__:
+                delattr(cls, "original_forward")
+
+
+def lxt_map(model, x, target, patches, vit_torch, kind: str) -> torch.Tensor:
+    """lxt's efficient mode on a torchvision ViT: patch, then gradient x input (its documented usage)."""
+    with classes_restored():
+        if kind == "cp_lrp":
+            for cls, patch in vit_torch.cp_LRP.items():
+                patch(cls)
+        else:  # AttnLRP: the LayerNorm and GELU patches, and the attention wrapper
+            for cls in (nn.GELU, nn.LayerNorm):
+                vit_torch.cp_LRP[cls](cls)
+            nn.MultiheadAttention.forward = patches.wrap_attention_forward(nn.MultiheadAttention.forward)
+        x = x.detach().requires_grad_(True)
+        out = model(x)
+        (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
+        return grad * x
+
+
+def floor(model, x, target):
+    """One forward + backward pass to the input, parameters frozen (as every method runs)."""
+    x = x.detach().requires_grad_(True)
+    out = model(x)
+    torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
+
+
+def setups(quick: bool):
+    torch.manual_seed(0)
+    mnist = random_head(MnistViT().eval())
+    yield "MnistViT, batch 64, 1x28x28", mnist, torch.rand(64, 1, 28, 28), 10
+    size = 112 if quick else 224
+    tiny = VisionTransformer(image_size=size, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192,
+                             mlp_dim=768, num_classes=1000).eval()
+    random_head(tiny)
+    yield f"ViT-Tiny size (12 layers, 192 features), batch 8, 3x{size}x{size}", tiny, torch.rand(8, 3, size, size), 3
+
+
+def random_head(model):
+    """torchvision starts the head at zero, so every logit would be 0 and every relevance with it."""
+    nn.init.normal_(model.heads.head.weight, std=0.3)
+    nn.init.normal_(model.heads.head.bias, std=0.1)
+    return model
+
+
+def run(quick: bool) -> list[dict]:
+    rows = []
+    with lxt_efficient() as (patches, vit_torch):
+        for label, model, x, repeats in setups(quick):
+            target = torch.arange(len(x)) % 10
+            for p in model.parameters():
+                p.requires_grad_(False)
+            base = median_time(lambda: floor(model, x, target), repeats)
+            print(f"\n{label}: floor (forward + backward) {base * 1e3:.1f} ms", flush=True)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            for kind in ("attn_lrp", "cp_lrp"):
+                ours = lrp(model, x, target, composite=kind)
+                theirs = lxt_map(model, x, target, patches, vit_torch, kind)
+                gap = ((ours - theirs).abs().max() / theirs.abs().max()).item()
+                t_ours = median_time(lambda: lrp(model, x, target, composite=kind), repeats)
+                t_ref = median_time(lambda: lxt_map(model, x, target, patches, vit_torch, kind), repeats)
+                row = {"model": label, "method": f"lrp ({kind})", "ours_ms": t_ours * 1e3, "ref_ms": t_ref * 1e3,
+                       "vs_ref": t_ours / t_ref, "vs_floor": t_ours / base, "gap": gap}
+                rows.append(row)
+                print(f"  {row['method']:16s} {row['ours_ms']:9.1f} ms  x{row['vs_ref']:.2f} lxt  "
+                      f"x{row['vs_floor']:.2f} of the floor  (largest difference from lxt {gap:.0e} of its "
+                      f"largest relevance)", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | method | ours (ms) | lxt (ms) | ours / lxt | ours / floor | max difference / max relevance |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['ours_ms']:.1f} | {r['ref_ms']:.1f} | {r['vs_ref']:.2f} | "
+                     f"{r['vs_floor']:.2f} | {r['gap']:.0e} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a 112x112 input for the larger ViT")
+    parser.add_argument("--write", action="store_true", help="write the table into benchmarks/TRANSFORMERS.md")
+    args = parser.parse_args()
+    table = markdown(run(args.quick))
+    print("\n" + table)
+    if args.write:
+        stamp = datetime.date.today().isoformat()
+        path = HERE / "TRANSFORMERS.md"
+        text = path.read_text() if path.exists() else ""
+        start = text.find("<!-- table -->")
+        head = text[:start] if start >= 0 else text
+        path.write_text(f"{head}<!-- table -->\nMeasured {stamp} on {describe_machine()}.\n\n{table}\n")
