@@ -617,3 +617,56 @@ def test_refusals_name_what_is_wrong():
         lrp(vit, torch.randn(1, 3, 28, 28), 0, embedding="conv_proj")
     with pytest.raises(ValueError, match="embedding must be given"):
         lrp(Wrapper(nn.MultiheadAttention(16, 4, batch_first=True)).eval(), torch.ones(1, 4, dtype=torch.long), 0)
+
+
+# ---------------------------------------------------------------------------- epsilon=0: gradient x input form
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_implicit_form_equals_the_explicit_rules_without_stabilisers(kind, monkeypatch):
+    """lrp(..., epsilon=0) runs the gradient x input form (_implicit); the explicit rules with every stabiliser
+    at 0 give the same relevance, on the ViT and on the text model (padding mask included), in float64."""
+    from xaiutils.attribution import _implicit
+
+    vit, x, target = tiny_vit(), torch.randn(3, 3, 28, 28, dtype=torch.float64), torch.tensor([1, 4, 7])
+    fast = lrp(vit, x, target, composite=kind, epsilon=0.0)
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(_implicit, "supports", lambda model: calls.append(model) or False)
+        patch.setattr(_relevance, "STABILISER", 0.0)
+        explicit = lrp(vit, x, target, composite=kind, epsilon=0.0)
+    assert calls and torch.allclose(fast, explicit, rtol=0, atol=1e-10 * explicit.abs().max().item())
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)
+    for pooling in ("cls", "mean"):  # the padded positions' zeros need a tiny epsilon in the explicit rules
+        model, ids = text_model(pooling), token_ids()
+        explicit = lrp(model, ids, torch.tensor([0, 1, 1]), composite=kind, epsilon=1e-15)
+        fast = lrp(model, ids, torch.tensor([0, 1, 1]), composite=kind, epsilon=0.0)
+        assert torch.allclose(fast, explicit, rtol=0, atol=1e-10 * explicit.abs().max().item())
+
+
+def test_implicit_form_agrees_with_lxt_and_leaves_the_model_as_it_was(lxt_efficient):
+    patches, vit_torch = lxt_efficient
+    vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
+    before = snapshot(vit)
+    ours = lrp(vit, x, target, composite="attn_lrp", epsilon=0.0)
+    assert_unchanged(vit, before)
+    assert not any("forward" in m.__dict__ for m in vit.modules())
+    outside_attention = {cls: vit_torch.cp_LRP[cls] for cls in (nn.GELU, nn.LayerNorm)}
+    theirs = lxt_relevance(vit, x, target, outside_attention, patches.wrap_attention_forward)
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
+
+
+def test_implicit_form_refuses_what_the_explicit_rules_refuse():
+    class SoftmaxInForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.attention(x, x, x, need_weights=False)[0]
+            return self.head(torch.softmax(h, -1).mean(1))
+
+    model, x = SoftmaxInForward().eval(), torch.randn(2, 4, 8)
+    for epsilon in (0.0, 1e-6):
+        with pytest.raises(ValueError, match="no rule for softmax"):
+            lrp(model, x, 0, epsilon=epsilon)
+        assert not any("forward" in m.__dict__ for m in model.modules())

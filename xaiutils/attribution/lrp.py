@@ -25,8 +25,8 @@ activations pass relevance unchanged, max-pooling sends it to the maximum (its g
 pooling and residual additions share it in proportion to their inputs (or, with
 ``residual="gradient"``, an addition copies it to both branches), and a BatchNorm that follows a
 linear layer is merged into it (:mod:`._canonize`). The composites "attn_lrp" and "cp_lrp" add the rules
-of AttnLRP and CP-LRP for LayerNorm, attention and GELU (:mod:`.lrp_transformer`; chapter "Explaining
-transformers"), so that vision transformers and text classifiers are explained by the same mechanism.
+of AttnLRP and CP-LRP for LayerNorm, attention and GELU (:mod:`.lrp_transformer`, and :mod:`._implicit` for
+``epsilon=0``; chapter 15), so that vision transformers and text classifiers are explained by the same mechanism.
 References: ``bach2015pixel`` (LRP, epsilon, alpha-beta), ``montavon2017explaining`` (z+, z^B),
 ``montavon2019layer`` (gamma, composites), ``lapuschkin2019unmasking`` (flat), ``anders2021software``
 (Zennit), ``ancona2018towards`` (epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks;
@@ -44,6 +44,7 @@ from ..core.batching import map_batched
 from ..core.checks import check_choice, check_finite, describe
 from ..core.model_state import explaining
 from ..core.targets import Target, check_target, rows_of
+from . import _implicit
 from .lrp_transformer import ATTENTION_RULES, AttentionRules
 from .embeddings import _embedding_layer, _vocab_size, check_token_ids
 from ._relevance import (AVERAGE_POOLINGS, CONVOLUTIONS, LAYERS, RESIDUALS, STABILISER, check_supported, identity,
@@ -201,7 +202,7 @@ def named_composite(name: str, *, epsilon: float = 1e-6, gamma: float = 0.25, lo
     * ``"epsilon_alpha2_beta1"``: alpha=2, beta=1 on convolutions, epsilon on dense layers;
     * ``"attn_lrp"``: AttnLRP (``achtibat2024attnlrp``): epsilon on every Linear/Conv layer, LayerNorm with
       its standard deviation held constant, the softmax rule, the uniform rule on :math:`QK^\\top` and
-      :math:`AV`, the identity rule on GELU; chapter "Explaining transformers";
+      :math:`AV`, the identity rule on GELU; chapter 15;
     * ``"cp_lrp"``: as attn_lrp, but the attention weights are constants (CP-LRP, ``ali2022xai``), as lxt's
       patch of torchvision's ViT.
 
@@ -262,7 +263,10 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
             :func:`flat_rule`, :func:`zbox_rule`. Default: ``"attn_lrp"`` for a model with an
             ``nn.MultiheadAttention``, else ``"epsilon_plus"`` (which refuses a LayerNorm: pass
             ``"attn_lrp"`` for its rule).
-        epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6).
+        epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6). With
+            ``"attn_lrp"`` or ``"cp_lrp"``, ``epsilon=0`` removes every stabiliser, and the relevance is
+            computed as gradient x input of a modified forward pass (:mod:`._implicit`, lxt's efficient
+            form), which divides by nothing and runs at about the cost of one gradient.
         gamma: the gamma of the gamma rule.
         low, high: the bounds of the z^B rule, floats or tensors broadcastable to ``x`` (e.g.
             ``(1, C, 1, 1)`` for per-channel bounds of normalised images). Default: the smallest and
@@ -282,7 +286,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
         The relevance of each input element, shape of ``x`` (token ids: ``(B, T)``); raw and signed.
 
     References ``bach2015pixel``, ``montavon2019layer``, ``achtibat2024attnlrp``, ``ali2022xai``. Chapter 6
-    and chapter "Explaining transformers".
+    and chapter 15.
     """
     check_choice(residual, "residual", RESIDUALS)
     if not isinstance(model, nn.Module):
@@ -310,7 +314,12 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
         low, high = _bounds(low, x, "low"), _bounds(high, x, "high")
         rules = None if attention is None else AttentionRules(attention, epsilon)
 
+        implicit = (isinstance(composite, str) and composite in TRANSFORMER_COMPOSITES and epsilon == 0
+                    and residual == "proportional" and _implicit.supports(model))
+
         def explain(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
+            if implicit:
+                return _implicit.relevance(model, rows, rows_of(target, chunk), attention, hooks, layer)
             chosen = composite if isinstance(composite, Composite) else named_composite(
                 composite, epsilon=epsilon, gamma=gamma, low=rows_of(low, chunk), high=rows_of(high, chunk))
             return propagate(model, rows, rows_of(target, chunk), chosen.layer_rules(model), hooks, residual,

@@ -1,0 +1,242 @@
+"""AttnLRP and CP-LRP with every stabiliser at zero, as gradient x input of a modified forward pass (chapter 15).
+
+:mod:`.lrp_transformer` carries relevance explicitly: each rule's backward divides the relevance of a
+layer's output by that output and multiplies by the input. With the stabilisers at 0 every one of those
+rules is the gradient of a slightly changed forward pass, times the input, because the relevance
+:math:`R = z \\odot g` of an output :math:`z` makes :math:`R / z = g` (``achtibat2024attnlrp``, and the
+"efficient" mode of their library lxt):
+
+* the epsilon rule on a Linear/Conv layer, a constant added (a bias, a position embedding), a residual sum
+  shared in proportion to its summands, the softmax rule: the **plain gradient**;
+* LayerNorm with :math:`\\sigma` held constant: the gradient with :math:`\\sigma` **detached**;
+* the uniform rule on a product of two tensors (:math:`QK^\\top`, :math:`AV`): **half the gradient** to each
+  factor; CP-LRP: the attention weights detached;
+* the identity rule on an element-wise activation :math:`y = \\phi(x)`: the gradient times
+  :math:`\\phi(x) / x`.
+
+No step divides by a layer's output, so no stabiliser is needed and nothing is lost to one; the backward
+pass is an ordinary gradient. ``lrp(model, x, target, composite="attn_lrp", epsilon=0)`` runs this form;
+``tests/test_attnlrp.py`` checks it against the explicit rules with their stabilisers at 0 and against lxt.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from ..core.model_state import HookList
+from ..core.targets import Target, select
+from ._canonize import BATCHNORM
+from ._relevance import ACTIVATIONS, _embedding_leaf
+from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, _SIGNATURE, _blocked,
+                              _linear_in_one, _projection_weights, _tracked, check_attention)
+
+# the functions that get a rule or a check; every other call (F.linear, reshapes, ...) passes straight through
+_WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE))
+
+
+class _ScaledGradient(torch.autograd.Function):
+    """The identity; its backward multiplies the gradient by ``factor``."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+class _IdentityRule(torch.autograd.Function):
+    """``y = phi(x)`` (computed by the caller) whose gradient is ``phi(x) / x``: relevance passes unchanged
+    (0 where ``x`` is 0). ``y`` comes in detached and is returned itself, without a copy."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        ctx.mark_dirty(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        return grad * torch.nan_to_num(y / x, nan=0.0, posinf=0.0, neginf=0.0), None
+
+
+def _identity_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _IdentityRule.apply(x, y.detach())
+
+
+def _layer_norm(x, shape, weight, bias, eps) -> torch.Tensor:
+    """LayerNorm with its standard deviation detached (its mean is kept: centring is linear)."""
+    dims = tuple(range(-len(shape), 0))
+    centred = x - x.mean(dims, keepdim=True)
+    rstd = torch.rsqrt(centred.detach().pow(2).mean(dims, keepdim=True) + eps)
+    y = centred * rstd
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_padding_mask=None, attn_mask=None,
+                       kind: str = "attn_lrp") -> torch.Tensor:
+    """``module(query, key, value, ...)[0]`` computed so that its gradient x input is AttnLRP (``kind``
+    "attn_lrp") or CP-LRP ("cp_lrp") without stabilisers."""
+    if not module.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    (w_q, w_k, w_v), (b_q, b_k, b_v) = _projection_weights(module)
+    batch, length, heads, width = query.shape[0], query.shape[1], module.num_heads, module.head_dim
+    scale = width ** -0.5
+    constant = kind == "cp_lrp"
+    if constant:
+        query, key = query.detach(), key.detach()
+    q = F.linear(query, w_q * scale, None if b_q is None else b_q * scale)
+    k, v = F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+    if not constant:  # half of AV's relevance to A, and half of that to each of Q and K: the gradient is linear
+        q, k, v = _ScaledGradient.apply(q, 0.25), _ScaledGradient.apply(k, 0.25), _ScaledGradient.apply(v, 0.5)
+    q, k, v = (t.reshape(batch, t.shape[1], heads, width).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+    scores = q @ k.transpose(-2, -1)
+    blocked = _blocked(attn_mask, "attn_mask")
+    if blocked is not None:
+        scores = scores.masked_fill(blocked.reshape(-1, heads, *blocked.shape[-2:]) if blocked.dim() == 3 else
+                                    blocked, float("-inf"))
+    padding = _blocked(key_padding_mask, "key_padding_mask")
+    if padding is not None:
+        scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
+    weights = torch.softmax(scores, -1)
+    context = (weights.detach() if constant else weights) @ v
+    out = F.linear(context.transpose(1, 2).reshape(batch, length, heads * width), module.out_proj.weight,
+                   module.out_proj.bias)
+    return out if module.batch_first else out.transpose(0, 1)
+
+
+class _ReplacedForward:
+    """While explaining, ``module.forward`` is ``forward(module, ...)`` (an instance attribute shadowing the
+    class's method); ``remove()`` puts the module's own back."""
+
+    def __init__(self, module: nn.Module, forward):
+        self.module, self.forward = module, forward
+        self.shadowed = module.__dict__.get("forward")
+        self.own_forward = module.forward
+        module.forward = self
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(self, *args, **kwargs)
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.forward
+        if self.shadowed is not None:
+            self.module.forward = self.shadowed
+
+
+def _attention(kind: str):
+    def forward(replaced: _ReplacedForward, *args, **kwargs):
+        bound = _SIGNATURE.bind(replaced.module, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        out = implicit_attention(replaced.module, a["query"], a["key"], a["value"], a["key_padding_mask"],
+                                 a["attn_mask"], kind)
+        return out, (replaced.own_forward(*args, **kwargs)[1] if a["need_weights"] else None)
+    return forward
+
+
+def _layer_norm_forward(replaced: _ReplacedForward, x):
+    m = replaced.module
+    return _layer_norm(x, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
+
+
+def _activation_hook(module, args, out):
+    return _identity_rule(args[0], out)
+
+
+class _ImplicitFunctions(TorchFunctionMode):
+    """The rules of functions called in the forward pass: the identity rule on GELU and its kind, LayerNorm
+    with sigma detached; the plain gradient for what is linear in the input; a refusal, with the explicit
+    rules' message, for what no rule covers."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside_attention = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in _WATCHED or self.inside_attention or not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        if func in _ELEMENTWISE and args and _tracked(args[0]):
+            return _identity_rule(args[0], func(*args, **kwargs))
+        if func is F.layer_norm and args and _tracked(args[0]):
+            bound = inspect.signature(F.layer_norm).bind(*args, **kwargs).arguments
+            return _layer_norm(bound["input"], tuple(bound["normalized_shape"]), bound.get("weight"),
+                               bound.get("bias"), bound.get("eps", 1e-5))
+        position = _linear_in_one(func, args, kwargs)
+        if position is not None:
+            z = func(*args, **kwargs)
+            if z.shape != args[position].shape:
+                raise ValueError(f"lrp has no rule for {func.__name__} when a constant broadcasts the input from "
+                                 f"{tuple(args[position].shape)} to {tuple(z.shape)}.")
+            return z
+        if func in _NO_RULE and sum(map(_tracked, args)) >= (2 if func in _PRODUCTS else 1):
+            raise ValueError(f"lrp has no rule for {_NO_RULE[func]} called as a function in the model's forward: "
+                             "AttnLRP covers attention computed by nn.MultiheadAttention only.")
+        return func(*args, **kwargs)
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether :func:`relevance` applies: no BatchNorm (the explicit rules merge it into a layer first)."""
+    return not any(isinstance(m, BATCHNORM) for m in model.modules())
+
+
+@contextmanager
+def _modified(model: nn.Module, kind: str, hooks: HookList) -> Iterator[None]:
+    mode = _ImplicitFunctions()
+
+    def enter(module, args):
+        mode.inside_attention += 1
+
+    def leave(module, args, output):
+        mode.inside_attention -= 1
+
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            check_attention(module)
+            hooks.append(_ReplacedForward(module, _attention(kind)))
+            hooks.append(module.register_forward_pre_hook(enter))
+            hooks.append(module.register_forward_hook(leave, prepend=True))
+        elif isinstance(module, nn.LayerNorm):
+            hooks.append(_ReplacedForward(module, _layer_norm_forward))
+        elif isinstance(module, ACTIVATIONS):
+            hooks.append(module.register_forward_hook(_activation_hook))
+    with mode:
+        yield
+
+
+def relevance(model: nn.Module, x: torch.Tensor, target: Target, kind: str, hooks: HookList,
+              embedding: nn.Module | None = None) -> torch.Tensor:
+    """The relevance of ``x`` (or, for token ids, of ``embedding``'s output summed per token) under AttnLRP or
+    CP-LRP without stabilisers: gradient x input of the modified forward pass. The hooks are removed after."""
+    try:
+        leaves: list = []
+        if embedding is None:
+            x = x.detach().requires_grad_(True)
+        else:
+            hooks.append(embedding.register_forward_hook(_embedding_leaf(embedding, leaves)))
+        with torch.enable_grad():
+            with _modified(model, kind, hooks):
+                out = model(x)
+            if embedding is not None and len(leaves) != 1:
+                raise ValueError(f"embedding ran {len(leaves)} times in one forward pass of the model; pass the "
+                                 "layer that embeds the token ids, which runs exactly once.")
+            source = x if embedding is None else leaves[0]
+            (seed,) = torch.autograd.grad(select(out, target).sum(), out, retain_graph=True)
+            (grad,) = torch.autograd.grad(out, source, grad_outputs=seed)
+        attr = source.detach() * grad
+        return attr if embedding is None else attr.flatten(2).sum(2)
+    finally:
+        hooks.remove_all()
