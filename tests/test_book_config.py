@@ -92,7 +92,7 @@ def test_book_extra_has_the_reference_libraries_at_the_tested_versions():
     for requirement in extra:
         name = re.split(r"[<>=!~ ]", requirement, maxsplit=1)[0].lower()
         assert pinned.get(name) == requirement, f"book extra {requirement!r} differs from the test pin {pinned.get(name)!r}"
-    for library in ("captum", "zennit", "grad-cam", "quantus", "ipywidgets"):
+    for library in ("captum", "zennit", "grad-cam", "quantus", "ipywidgets", "shap"):
         assert any(r.startswith(library) for r in extra), f"{library} is imported by a chapter but not in xaiutils[book]"
 
 

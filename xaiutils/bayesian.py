@@ -1,4 +1,4 @@
-r"""A variational (Bayes by Backprop) linear layer and the MNIST CNN that ends with one (uncertainty chapter).
+r"""A variational (Bayes by Backprop) linear layer and the MNIST CNN that ends with one (chapter 14).
 
 Bayes by Backprop (Blundell et al., 2015, ``blundell2015weight``) learns a distribution over
 weights instead of one value: every weight :math:`w` has its own Gaussian

@@ -16,7 +16,7 @@
   downloaded once while online (``socher2013recursive``).
 
 References: ``deyoung2020eraser`` (token rationales as ground truth for explanations),
-``geirhos2020shortcut`` (shortcut learning). Chapter "Text".
+``geirhos2020shortcut`` (shortcut learning). Chapter 16 (text).
 """
 from __future__ import annotations
 

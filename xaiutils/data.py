@@ -5,7 +5,7 @@
   pixels that decide the class (used by the localisation metrics).
 * :func:`decoy_mnist` -- MNIST with a class-revealing patch at training time (Ross et al., 2017).
 * :func:`wine`, :func:`breast_cancer` -- two tables that ship inside scikit-learn, standardised and
-  split (chapter "Tables, Shapley values and gradients").
+  split (chapter 17, tables, Shapley values and gradients).
 * :func:`mnist_full`, :func:`cifar10` -- the full datasets through torchvision, for readers who
   are online (Colab). Tests run them only on small local files.
 

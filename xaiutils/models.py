@@ -4,8 +4,8 @@
   linear layer, so that CAM is exact on it (chapter 7).
 * :class:`ShapesResNet` -- a small residual network with BatchNorm, the realistic case for LRP
   canonizers and Grad-CAM (chapters 6 and 7).
-* :class:`TabularMLP` -- a multilayer perceptron on standardised table features (chapter "Tables,
-  Shapley values and gradients"). The vision transformers are in :mod:`xaiutils.vit`, the text
+* :class:`TabularMLP` -- a multilayer perceptron on standardised table features (chapter 17,
+  tables, Shapley values and gradients). The vision transformers are in :mod:`xaiutils.vit`, the text
   transformer in :mod:`xaiutils.text`.
 * :func:`train` -- a plain, seeded training loop with a progress bar; the adversarial and
   regularised recipes of chapter 13 plug into it through ``loss_fn``.
@@ -30,7 +30,7 @@ class MnistCNN(nn.Module):
     """Conv blocks ``block1``..``block3`` (conv, ReLU, max-pool), then GAP and a linear ``fc``.
 
     ``dropout > 0`` ends each block with an ``nn.Dropout(dropout)`` named ``drop`` (the MC dropout
-    model of the uncertainty chapter, ``gal2016dropout``); at the default 0 no module is added, so
+    model of chapter 14, ``gal2016dropout``); at the default 0 no module is added, so
     the architecture and its ``state_dict`` are those of the other MNIST models.
     """
 

@@ -1,4 +1,4 @@
-"""The book's text model: a tiny transformer classifier and its vocabulary (text chapter).
+"""The book's text model: a tiny transformer classifier and its vocabulary (chapter 16).
 
 * :func:`tokenize` -- lower-cased words and punctuation marks, nothing learned.
 * :class:`Vocabulary` -- tokens <-> ids, with the special tokens ``<pad>``, ``<unk>``, ``<cls>``
@@ -7,7 +7,7 @@
   ``nn.TransformerEncoderLayer`` (pre-norm, GELU, ``batch_first=True``), CLS or mean pooling, a linear
   head. Built offline from its config, in plain PyTorch.
 
-The explanations of the text chapter interpolate ``model.embedding``, the token embedding
+The explanations of chapter 16 interpolate ``model.embedding``, the token embedding
 (``nn.Embedding``): positions are added *after* it, and the padding mask is computed from the ids,
 so along an integrated-gradients path in embedding space only the words move
 (:func:`xaiutils.attribution.embeddings.embedding_integrated_gradients`).

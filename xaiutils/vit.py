@@ -1,6 +1,6 @@
 """The book's vision transformers: torchvision's ``VisionTransformer``, tiny, for MNIST and the shapes images.
 
-Chapter "Explaining transformers" explains these two models side by side with the CNNs of Part II.
+Chapter 15 explains these two models side by side with the CNNs of Parts II and III.
 They *are* :class:`torchvision.models.VisionTransformer` instances, changed in one place only: the
 patch embedding ``conv_proj`` reads the data's channels (1 for MNIST; torchvision assumes 3). So
 every tool written for torchvision's ViT applies as it is: the module names ``conv_proj``,

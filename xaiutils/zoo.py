@@ -40,7 +40,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 GRADREG_LAMBDA = 1.0  # the weight of the squared input gradient in mnist-gradreg's loss
 NOISE_SIGMA = 0.5  # the standard deviation of the Gaussian noise added to mnist-noise's training inputs
 ATTRREG_LAMBDA, ATTRREG_EPSILON = 1.0, 0.1  # mnist-attrreg: the weight of the IG norm, and the L-inf ball of its attack
-DROPOUT = 0.25  # the dropout probability after each block of mnist-dropout (MC dropout, uncertainty chapter)
+DROPOUT = 0.25  # the dropout probability after each block of mnist-dropout (MC dropout, chapter 14)
 MNIST_TRAINING = 4000  # data.mnist()'s training images: the N that divides mnist-bayes's KL term
 SEED_STRIDE = 100_000  # seed k of a recipe offsets every seed it uses by k * SEED_STRIDE (seed 0: unchanged)
 
@@ -109,7 +109,7 @@ ZOO: dict[str, Recipe] = {
         start="mnist-standard",
         description="robust attribution regularisation (IG-NORM, lambda = 1, epsilon = 0.1; 3 attack steps, 5 Riemann "
                     "points), fine-tuned from mnist-standard for 2 epochs", seeds=3),
-    # the uncertainty chapter: MC dropout and a variational last layer (Bayes by Backprop)
+    # chapter 14: MC dropout and a variational last layer (Bayes by Backprop)
     "mnist-dropout": Recipe(partial(MnistCNN, dropout=DROPOUT), "mnist", (Phase(40, 3e-3, 1e-4, augment=True),),
                             description="the MNIST CNN with dropout (p = 0.25) after each block, for MC dropout"),
     "mnist-bayes": Recipe(BayesMnistCNN, "mnist", (
@@ -237,7 +237,7 @@ def load(name: str, seed: int = 0) -> nn.Module:
 
 
 def load_seeds(name: str) -> list[nn.Module]:
-    """Every shipped seed of model ``name``, seed 0 first: a deep ensemble (uncertainty chapter)."""
+    """Every shipped seed of model ``name``, seed 0 first: a deep ensemble (chapter 14)."""
     check_choice(name, "name", ZOO)
     return [load(name, seed) for seed in range(ZOO[name].seeds)]
 

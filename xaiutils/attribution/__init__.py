@@ -29,8 +29,9 @@ from .perturbation import occlusion
 from .shapley import kernel_shap, lime, shapley_values
 from .weight_noise import fusiongrad, noisegrad
 
-PLANNED_CHAPTERS = ("Part IV: tables, Shapley values and gradients", "uncertainty of explanations")
-"""Chapters that teach a registry method but have no number yet; :attr:`Method.chapter` names them."""
+PLANNED_CHAPTERS: tuple[str, ...] = ()
+"""Chapters that teach a registry method but have no number yet, by name (:attr:`Method.chapter`); none at
+present: the tables chapter (17) and the uncertainty chapter (14) now exist."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ class Method:
     """One entry of the registry.
 
     ``family``: gradient, backprop, path, noise, propagation, cam or perturbation.
-    ``chapter``: the number of the chapter that teaches the method (2 to 7: Part I), or, for a
-    chapter that is planned but not numbered yet, its name in :data:`PLANNED_CHAPTERS` (to be
-    replaced by the number when the chapter exists).
+    ``chapter``: the number of the chapter that teaches the method (2 to 7: Part I; 14, the uncertainty
+    of explanations; 17, tables, Shapley values and gradients), or, for a chapter that is planned but
+    not numbered yet, its name in :data:`PLANNED_CHAPTERS` (to be replaced by the number when the
+    chapter exists).
     ``needs_layer``: explains the activations of a layer (``layer=`` option, with a default).
     ``needs_baseline``: compares ``x`` with a reference input (``baseline=`` or ``references=``).
     ``map_shape``: ``"input"`` (``x``'s shape) or ``"layer"`` (``(B, 1, H, W)``, the CAM family).
@@ -126,7 +128,7 @@ _COALITIONS = {"shapley_values": {"features": Patches(3)},
                "kernel_shap": {"features": Patches(3), "samples": 128},
                "lime": {"features": Patches(3), "samples": 128}}
 _WEIGHT_NOISE = {"sigma": 0.05}
-_TABLES, _UNCERTAINTY = PLANNED_CHAPTERS
+_TABLES, _UNCERTAINTY = 17, 14
 
 
 _ENTRIES = [

@@ -1,4 +1,4 @@
-"""Recording the attention probabilities of every ``nn.MultiheadAttention`` call ("Explaining transformers").
+"""Recording the attention probabilities of every ``nn.MultiheadAttention`` call (chapter 15).
 
 torchvision's ``VisionTransformer`` and ``nn.TransformerEncoderLayer`` call their attention with
 ``need_weights=False``, and in eval mode ``nn.TransformerEncoderLayer`` may run a fused kernel

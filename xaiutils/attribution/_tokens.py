@@ -1,4 +1,4 @@
-"""Patch tokens back on the image: the grid of a vision transformer's tokens ("Explaining transformers").
+"""Patch tokens back on the image: the grid of a vision transformer's tokens (chapter 15).
 
 A vision transformer cuts an ``H x W`` image into an ``h x w`` grid of patches and reads them as
 tokens, row by row, usually after a class token: a layer's output is ``(B, T, D)`` with

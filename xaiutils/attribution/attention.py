@@ -1,6 +1,6 @@
 """Explanations read from a transformer's attention: raw attention, rollout, gradient-weighted relevance.
 
-Chapter "Explaining transformers" (Part IV) and the text chapter. Every self-attention call of a
+Chapters 15 (transformers) and 16 (text). Every self-attention call of a
 forward pass gives, per head :math:`h`, a row-stochastic matrix
 :math:`A_h = \\operatorname{softmax}(Q_h K_h^\\top / \\sqrt{d})` over the :math:`T` tokens (recorded
 by :mod:`._attention_maps`, which works on any ``nn.MultiheadAttention``: torchvision's
@@ -118,7 +118,7 @@ def raw_attention(model: nn.Module, x: torch.Tensor, target: Target | None = Non
     Returns:
         ``(B, 1, H, W)`` for images, ``(B, T)`` for tokens (see the module).
 
-    Reference: ``jain2019attention`` discusses what it can and cannot show. Chapter "Explaining transformers".
+    Reference: ``jain2019attention`` discusses what it can and cannot show. Chapter 15.
     """
     check_choice(head_fusion, "head_fusion", HEAD_FUSIONS)
     if isinstance(layer, bool) or not isinstance(layer, int):
@@ -146,7 +146,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, target: Target | None =
     matrix's entries is set to 0 first (a variant from jacobgil's vit-explain; the paper uses 0).
     Other arguments and the return value as in :func:`raw_attention`.
 
-    Reference: ``abnar2020quantifying``. Chapter "Explaining transformers".
+    Reference: ``abnar2020quantifying``. Chapter 15.
     """
     check_choice(head_fusion, "head_fusion", HEAD_FUSIONS)
     discard_ratio = check_number(discard_ratio, "discard_ratio", minimum=0, maximum=1, exclusive_maximum=True)
@@ -172,7 +172,7 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, target: Target, *, qu
     and needs LRP rules for every layer. Arguments as in :func:`raw_attention`, with ``target``:
     an int, a ``(B,)`` tensor of class indices or a callable ``output -> (B,)``.
 
-    Reference: ``chefer2021generic`` (``chefer2021transformer`` for the LRP variant). Chapter "Explaining transformers".
+    Reference: ``chefer2021generic`` (``chefer2021transformer`` for the LRP variant). Chapter 15.
     """
     if target is None:
         raise TypeError("target must be an int, a (B,) tensor of class indices or a callable: attention_relevance "

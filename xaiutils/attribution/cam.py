@@ -25,7 +25,7 @@ Conventions that differ between libraries:
 * A vision transformer's layer gives tokens ``(B, T, D)`` (batch first): the class token is
   dropped and the patch tokens are laid out on their ``h x w`` grid as a ``(B, D, h, w)`` map
   (:func:`._tokens.tokens_to_grid`; pytorch-grad-cam's ``reshape_transform`` for a ViT), e.g.
-  ``layer="encoder.layers.encoder_layer_1.ln_1"`` (chapter "Explaining transformers"). The last
+  ``layer="encoder.layers.encoder_layer_1.ln_1"`` (chapter 15). The last
   block's output is a poor choice: only its class token reaches the head, so the patch tokens'
   gradients are zero there.
 """

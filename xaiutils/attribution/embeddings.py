@@ -1,4 +1,4 @@
-r"""Integrated gradients on token embeddings (text chapter).
+r"""Integrated gradients on token embeddings (chapter 16).
 
 Token ids cannot move continuously from a baseline to the input, so the straight path runs in
 embedding space. With :math:`E \in \mathbb{R}^{T \times D}` the output of the model's embedding
@@ -239,7 +239,7 @@ def embedding_integrated_gradients(model: nn.Module, input_ids: torch.Tensor, ta
     Returns:
         The attributions, ``(B, T)`` (or ``(B, T, D)``), or ``(attributions, delta)``.
 
-    Reference: ``sundararajan2017axiomatic`` (section 6.3 runs it on word embeddings). Text chapter.
+    Reference: ``sundararajan2017axiomatic`` (section 6.3 runs it on word embeddings). Chapter 16.
     """
     alphas, weights = integration_rule(rule, steps)
     if not isinstance(model, nn.Module):

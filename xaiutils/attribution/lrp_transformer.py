@@ -1,4 +1,4 @@
-"""AttnLRP and CP-LRP: relevance through the parts of a transformer (chapter "Explaining transformers").
+"""AttnLRP and CP-LRP: relevance through the parts of a transformer (chapter 15).
 
 :mod:`._relevance` carries relevance backwards through Linear/Conv layers, activations and residual
 sums. A transformer adds four operations, each with a rule of AttnLRP (``achtibat2024attnlrp``):

@@ -21,7 +21,7 @@ A feature's value is divided equally among its elements, so the map sums over an
 sum of the feature values (for the Shapley methods: :math:`f_c(x) - f_c(b)`, efficiency). Captum's
 ``ShapleyValues``, ``KernelShap`` and ``Lime`` give every element its feature's full value instead:
 theirs is ours times the feature's size. :func:`evaluations` says how many model evaluations each
-method makes. Chapter: "Tables, Shapley values and gradients" (Part IV, planned).
+method makes. Chapter 17, "Tables, Shapley values and gradients".
 """
 from __future__ import annotations
 
@@ -159,8 +159,8 @@ def shapley_values(model: nn.Module, x: torch.Tensor, target: Target, *, baselin
         feature's size, so that every example's map sums to :math:`f_c(x) - f_c(b)`. (Captum's
         ``ShapleyValues`` gives each element the full value: ours times the feature's size.)
 
-    Reference: ``lundberg2017unified`` (Shapley values as attributions; Shapley, 1953). Chapter
-    "Tables, Shapley values and gradients" (Part IV, planned).
+    Reference: ``lundberg2017unified`` (Shapley values as attributions; Shapley, 1953). Chapter 17,
+    "Tables, Shapley values and gradients".
     """
     with explaining(model, x, target):
         mask, count = feature_mask(features, tuple(x.shape[1:]), x.device)
@@ -234,7 +234,7 @@ def kernel_shap(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="
         Attributions of ``x``'s shape, a feature's value divided among its elements (each example's
         map sums to :math:`f_c(x) - f_c(b)`; Captum's ``KernelShap`` is ours times the feature's size).
 
-    Reference: ``lundberg2017unified``. Chapter "Tables, Shapley values and gradients" (Part IV, planned).
+    Reference: ``lundberg2017unified``. Chapter 17, "Tables, Shapley values and gradients".
     """
     with explaining(model, x, target):
         mask, count = feature_mask(features, tuple(x.shape[1:]), x.device)
@@ -304,7 +304,7 @@ def lime(model: nn.Module, x: torch.Tensor, target: Target, *, baseline="zeros",
         Attributions of ``x``'s shape: each element holds its feature's coefficient divided by the
         feature's size (Captum's ``Lime`` and ``lime`` give the full coefficient: ours times the size).
 
-    Reference: ``ribeiro2016why``. Chapter "Tables, Shapley values and gradients" (Part IV, planned).
+    Reference: ``ribeiro2016why``. Chapter 17, "Tables, Shapley values and gradients".
     """
     with explaining(model, x, target):
         mask, count = feature_mask(features, tuple(x.shape[1:]), x.device)

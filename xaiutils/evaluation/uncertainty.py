@@ -1,4 +1,4 @@
-r"""A map as a random quantity: samples of an explanation and how far they spread (uncertainty chapter).
+r"""A map as a random quantity: samples of an explanation and how far they spread (chapter 14).
 
 One trained network gives one map, but training could have given another network, and a Bayesian
 view of the weights gives a whole distribution of them (Bykov et al., 2020, ``bykov2020much``):
@@ -71,7 +71,7 @@ def ensemble_samples(method: Callable[..., torch.Tensor], models: Sequence[nn.Mo
         method_options: passed on to ``method``; a module of ``models[0]`` (``layer=models[0].block3``)
             is replaced by the module of the same name in each member.
 
-    References: ``lakshminarayanan2017simple`` (deep ensembles); ``bykov2020much``. Uncertainty chapter.
+    References: ``lakshminarayanan2017simple`` (deep ensembles); ``bykov2020much``. Chapter 14.
     """
     _check_method(method)
     if isinstance(models, nn.Module) or not isinstance(models, (list, tuple)) or not models:
@@ -178,7 +178,7 @@ def mc_dropout_samples(method: Callable[..., torch.Tensor], model: nn.Module, x:
     Returns:
         ``(samples, *shape)`` with ``shape`` what ``method`` returns for ``x``.
 
-    References: ``gal2016dropout``. Uncertainty chapter.
+    References: ``gal2016dropout``. Chapter 14.
     """
     _check_sampling(method, samples, seed)
     if isinstance(model, nn.Module):
@@ -215,7 +215,7 @@ def bayesian_samples(method: Callable[..., torch.Tensor], model: nn.Module, x: t
     result as in :func:`mc_dropout_samples`; ``model`` must contain a ``BayesLinear`` (e.g.
     ``zoo.load("mnist-bayes")``).
 
-    References: ``blundell2015weight``; ``bykov2020much`` (explaining Bayesian networks). Uncertainty chapter.
+    References: ``blundell2015weight``; ``bykov2020much`` (explaining Bayesian networks). Chapter 14.
     """
     _check_sampling(method, samples, seed)
     if isinstance(model, nn.Module) and not bayes_layers(model):
