@@ -2,7 +2,8 @@
 
 Plain, batched functions that return one value per example (a ``(B,)`` tensor) unless they
 return a curve or a table. The chapters: 9 (axioms, sanity checks), 10 (faithfulness,
-complexity), 11 (localisation), 12 (robustness of explanations), 16 (the report card).
+complexity), 11 (localisation), 12 (robustness of explanations; 13: the alignment of input and
+gradient), 14 (the uncertainty of maps), 20 (the report card).
 
 One argument order, by what a metric judges:
 
@@ -26,7 +27,8 @@ from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance
 from .report import (METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, random_map,
                      rank_agreement)
 from .retraining import roar
-from .robustness import avg_sensitivity, local_lipschitz, max_sensitivity, noise, relative_input_stability
+from .robustness import (alignment, avg_sensitivity, local_lipschitz, max_sensitivity, noise,
+                         relative_input_stability)
 from .sanity import (data_randomisation, learnable_layers, model_randomisation, reinitialise,
                      train_random_labels)
 from .similarity import (AGREEMENTS, SIMILARITIES, center_of_mass, center_of_mass_shift, cosine_similarity, spearman,
@@ -38,8 +40,8 @@ __all__ = [
     "faithfulness_correlation", "feature_ranks", "infidelity", "insertion", "perturbation_curve", "perturbations",
     "pixel_flipping", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
     "relevance_rank_accuracy", "METRICS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
-    "plot_report", "random_map", "rank_agreement", "roar", "avg_sensitivity", "local_lipschitz", "max_sensitivity",
-    "noise",
+    "plot_report", "random_map", "rank_agreement", "roar", "alignment", "avg_sensitivity", "local_lipschitz",
+    "max_sensitivity", "noise",
     "relative_input_stability", "data_randomisation", "learnable_layers", "model_randomisation", "reinitialise",
     "train_random_labels", "SIMILARITIES", "center_of_mass", "center_of_mass_shift", "cosine_similarity",
     "spearman", "ssim", "top_k_intersection", "AGREEMENTS", "top_k_agreement",

@@ -11,6 +11,10 @@ input moves a little:
 * :func:`relative_input_stability` (Agarwal et al. 2022): the same with *relative* changes of
   map and input, among perturbations that keep the prediction.
 
+One measure here asks the opposite question, how a *model*'s robustness shows in its gradient
+(chapter 13): :func:`alignment` (Etmann et al. 2019), the cosine between an input and the
+gradient of its class score. Higher means better aligned.
+
 Every metric takes the attribution ``method`` itself (it must be re-run on the perturbed
 inputs), with the common signature ``method(model, x, target, **options)``. The ``samples``
 perturbed copies of the batch are stacked in block layout (rows ``[k*B:(k+1)*B]`` are sample
@@ -28,6 +32,7 @@ from ..core.batching import chunks
 from ..core.checks import check_input, check_int, check_number, check_positive
 from ..core.model_state import explaining
 from ..core.targets import Target
+from ..attribution.gradients import gradient
 from ._utils import attributions_of_rows
 
 NOISES = ("uniform", "gaussian")
@@ -181,3 +186,30 @@ def relative_input_stability(method: Callable[..., torch.Tensor], model: nn.Modu
         ris = torch.where(predicted[1:] == predicted[0], ris, torch.full_like(ris, float("nan")))
     best = torch.where(torch.isnan(ris), torch.full_like(ris, -float("inf")), ris).amax(0)
     return torch.where(torch.isnan(ris).all(0), torch.full_like(best, float("nan")), best)
+
+
+def alignment(model: nn.Module, x: torch.Tensor, target: Target, *, batch_size: int | None = None) -> torch.Tensor:
+    r"""Etmann et al.'s alignment of each input with the gradient of its class score.
+
+    .. math:: \alpha(x) = \frac{\big|\langle x, \nabla_x \Psi(x) \rangle\big|}{\|x\|_2\, \|\nabla_x \Psi(x)\|_2}
+              \in [0, 1],
+
+    the absolute cosine of the angle between the input :math:`x` and the gradient of the score
+    :math:`\Psi` of class ``target`` (its logit: :func:`~xaiutils.attribution.gradients.gradient`). A map equal
+    to the input, or to a positive or negative multiple of it, has alignment 1; a gradient
+    orthogonal to the input has 0. For a ReLU network without biases :math:`\langle x, \nabla_x
+    \Psi\rangle = \Psi(x)`, so :math:`\alpha(x)` is :math:`|\Psi(x)|` over :math:`\|x\|\,\|\nabla_x
+    \Psi\|`, which for a linear binary classifier is the distance to the decision boundary
+    divided by :math:`\|x\|`: Etmann et al. show that alignment grows with robustness. An input or
+    a gradient that is zero gives ``nan`` (the angle is undefined).
+
+    Args:
+        model: a classifier; x: inputs ``(B, ...)``; target: the class of each row (a ``Target``).
+        batch_size: rows per gradient pass (default: the whole batch).
+
+    Returns:
+        ``(B,)``, detached. Reference: ``etmann2019connection``. Chapter 13.
+    """
+    g = gradient(model, x, target, batch_size=batch_size).detach().flatten(1)
+    flat = x.detach().flatten(1)
+    return (flat * g).sum(1).abs() / (flat.norm(dim=1) * g.norm(dim=1))

@@ -38,7 +38,7 @@ from ..adversarial import pgd, saliency_map, top_k_attack
 from ..adversarial.attribution_training import attribution_attack, loss_integrated_gradients
 from ..attribution import gradient, integrated_gradients
 from ..core.checks import check_choice
-from .seeds import alignment  # Etmann et al.'s input-gradient alignment, as chapter 13 (tested in test_experiment_seeds)
+from ..evaluation import alignment  # Etmann et al.'s input-gradient alignment (chapter 13)
 
 SETTINGS = {
     "full": dict(models=("mnist-standard", "mnist-pgd", "mnist-gradreg", "mnist-attrreg"), seeds=(0, 1, 2),

@@ -30,6 +30,7 @@ from .. import data, evaluation as E, zoo
 from ..adversarial import fgsm, pgd
 from ..attribution import gradient, integrated_gradients, smoothgrad
 from ..core.checks import check_choice
+from ..evaluation import alignment  # Etmann et al.'s input-gradient alignment (chapter 13)
 
 SETTINGS = {
     "full": dict(seeds=(0, 1, 2), clean_digits=1000, attack_digits=200, metric_digits=100, shown_digits=6,
@@ -117,12 +118,6 @@ def mnist_accuracy(name: str, model, seed: int, mnist, options: dict) -> list[di
         rows.append(_rows(name, seed, "PGD-10 0.3, more digits",
                           _pgd_correct(model, mnist.x_test[:n], mnist.y_test[:n], 0.3, 10)))
     return rows
-
-
-def alignment(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Etmann et al.'s :math:`|\\langle x, \\nabla_x \\Psi\\rangle| / (\\|x\\| \\|\\nabla_x \\Psi\\|)` per example."""
-    g = gradient(model, x, target).flatten(1)
-    return (x.flatten(1) * g).sum(1).abs() / (x.flatten(1).norm(dim=1) * g.norm(dim=1))
 
 
 def mnist_gradients(name: str, model, seed: int, mnist, options: dict) -> list[dict]:
