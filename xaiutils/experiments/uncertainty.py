@@ -1,4 +1,4 @@
-r"""Does the spread of an explanation flag what Part II found unreliable? (chapter 14)
+r"""Does the spread of an explanation flag what earlier chapters found unreliable? (chapter 14)
 
 Four sources of sampled networks (:mod:`xaiutils.evaluation.uncertainty`), each with the model it
 samples around (its *base* model):
