@@ -103,7 +103,10 @@ def check_input(x, *, min_dim: int = 2, name: str = "x") -> torch.Tensor:
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one example; got an empty batch of shape {tuple(x.shape)}.")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}. Use {name}.float().")
+        hint = (f" If {name} holds token ids, this function needs a continuous input it can perturb: pass the "
+                "embeddings, or use a method that takes ids (lrp, embedding_integrated_gradients)."
+                if x.dim() == 2 and not x.is_complex() and x.dtype != torch.bool else f" Use {name}.float().")
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}.{hint}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values; attributions of such inputs are meaningless.")
     return x

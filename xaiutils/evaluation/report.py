@@ -13,7 +13,7 @@ minutes on a CPU.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -158,10 +158,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     Args:
         model: the classifier (left unchanged).
         x, y: inputs and the labels; the maps explain the label ``y``.
-        methods: names from :func:`available_methods` (default :data:`DEFAULT_METHODS`; ``"random"``
-            is a control) or a dict ``name -> method(model, x, target) -> map``.
+        methods: names from :func:`available_methods` (default :data:`DEFAULT_METHODS`, without Grad-CAM
+            for a table ``(B, F)``; ``"random"`` is a control) or a dict ``name -> method(model, x, target) -> map``.
         metrics: names from :data:`METRICS` or a dict ``name -> Metric``; default every metric
-            that applies (the localisation metrics only when ``masks`` is given).
+            that applies (the localisation metrics only when ``masks`` is given; for a table ``(B, F)``,
+            insertion starts from zeros instead of a blurred image, and the settings column says so).
         masks: ground-truth masks ``(B, 1, H, W)`` for the localisation metrics.
         n_boot, seed: the bootstrap over examples (:func:`bootstrap_ci`).
         batch_size: rows per model pass, in the metrics and in every method that takes it.
@@ -174,9 +175,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     Reference: ``hedstrom2023quantus`` (a library of these metrics). Chapter 20.
     """
     check_int(n_boot, "n_boot")
+    table = isinstance(x, torch.Tensor) and x.dim() == 2
+    if table and methods is DEFAULT_METHODS:  # a table has no convolutional layer for Grad-CAM
+        methods = tuple(name for name in DEFAULT_METHODS if name != "grad_cam")
     methods = _resolve(methods, available_methods(), "method")
     if metrics is None:
         metrics = {k: v for k, v in METRICS.items() if masks is not None or not v.needs_masks}
+        if table:  # no image to blur: insertion starts from the zero input (the training mean of standardised features)
+            metrics = {k: replace(v, settings={**v.settings, "removal": "zeros"}) if v.settings.get("removal") == "blur"
+                       else v for k, v in metrics.items()}
     metrics = _resolve(metrics, METRICS, "metric")
     for metric_name, metric in metrics.items():
         if not isinstance(metric, Metric):

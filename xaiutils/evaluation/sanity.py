@@ -68,7 +68,10 @@ def _methods(methods) -> dict[str, Method]:
     return dict(methods)
 
 
-def _similarities(names: Sequence[str]) -> dict:
+def _similarities(names: Sequence[str] | None, x) -> dict:
+    if names is None:  # SSIM compares images; a table's or a sequence's maps get the rank correlations only
+        images = isinstance(x, torch.Tensor) and x.dim() >= 3
+        names = DEFAULT_SIMILARITIES if images else tuple(n for n in DEFAULT_SIMILARITIES if n != "ssim")
     unknown = [n for n in names if n not in SIMILARITIES]
     if unknown:
         raise ValueError(f"unknown similarity {unknown[0]!r}; choose from {', '.join(SIMILARITIES)}.")
@@ -84,7 +87,7 @@ def _compare(rows: list, original: torch.Tensor, other: torch.Tensor, similariti
 
 
 def model_randomisation(model: nn.Module, x: torch.Tensor, target: Target, methods, *, cascading: bool = True,
-                        layers: Sequence[str] | None = None, similarities: Sequence[str] = DEFAULT_SIMILARITIES,
+                        layers: Sequence[str] | None = None, similarities: Sequence[str] | None = None,
                         seed: int = 0, progress: bool = True) -> pd.DataFrame:
     r"""The model-parameter randomisation test: how similar is each map to the original as layers are randomised?
 
@@ -98,7 +101,8 @@ def model_randomisation(model: nn.Module, x: torch.Tensor, target: Target, metho
             cascading test); ``False`` randomises one layer at a time (independent test).
         layers: module names to randomise, input to output; default :func:`learnable_layers`.
         similarities: names from :data:`~xaiutils.evaluation.similarity.SIMILARITIES` (default
-            Spearman of absolute values, signed Spearman, SSIM).
+            Spearman of absolute values, signed Spearman and, for images (``x`` with 3 or more
+            dimensions), SSIM).
         seed: seeds the re-initialisation of each layer (together with the layer's name, so that
             a layer does not get back the weights it was built with under ``torch.manual_seed(seed)``).
         progress: show a progress bar over the randomisation steps.
@@ -112,7 +116,7 @@ def model_randomisation(model: nn.Module, x: torch.Tensor, target: Target, metho
     Reference: ``adebayo2018sanity``. Chapter 9.
     """
     methods = _methods(methods)
-    similarities = _similarities(similarities)
+    similarities = _similarities(similarities, x)
     layers = learnable_layers(model) if layers is None else list(layers)
     for name in layers:
         resolve_layer(model, name)  # a clear error for unknown names
@@ -133,7 +137,7 @@ def model_randomisation(model: nn.Module, x: torch.Tensor, target: Target, metho
 
 
 def data_randomisation(model: nn.Module, random_model: nn.Module, x: torch.Tensor, target: Target, methods, *,
-                       similarities: Sequence[str] = DEFAULT_SIMILARITIES) -> pd.DataFrame:
+                       similarities: Sequence[str] | None = None) -> pd.DataFrame:
     r"""The data randomisation test: maps of a model trained on true labels vs one trained on permuted labels.
 
     Both models explain the same ``target`` (e.g. the true labels). A method that passes gives
@@ -141,12 +145,12 @@ def data_randomisation(model: nn.Module, random_model: nn.Module, x: torch.Tenso
     is changed. ``random_model`` comes from :func:`train_random_labels` or the model zoo
     (``xaiutils.zoo.load("mnist-random-labels")``).
 
-    Returns a tidy DataFrame ``method, metric, value`` (mean over examples with a defined value),
-    ``std``, ``n``.
+    ``similarities`` as in :func:`model_randomisation`. Returns a tidy DataFrame ``method, metric, value``
+    (mean over examples with a defined value), ``std``, ``n``.
     Reference: ``adebayo2018sanity``. Chapter 9.
     """
     methods = _methods(methods)
-    similarities = _similarities(similarities)
+    similarities = _similarities(similarities, x)
     rows: list[dict] = []
     for name, method in methods.items():
         _compare(rows, method(model, x, target).detach(), method(random_model, x, target).detach(), similarities,

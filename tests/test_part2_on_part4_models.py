@@ -1,0 +1,88 @@
+"""Part II's checks on Part IV's models (issue #14): the sanity checks, faithfulness and robustness metrics
+and the report card run on a vision transformer, a table MLP and (where the input is token ids) a text
+transformer; what does not apply to token ids says so by name. Small random models: the checks here are
+that each tool runs, returns finite numbers of the right kind and leaves the model as it was."""
+import math
+
+import pytest
+import torch
+from helpers import assert_unchanged, snapshot
+from torch import nn
+
+from xaiutils import evaluation as E
+from xaiutils.attribution import integrated_gradients, lrp
+from xaiutils.attribution.attention import attention_relevance, attention_rollout
+from xaiutils.models import TabularMLP
+from xaiutils.text import TextClassifier, TextConfig
+from xaiutils.vit import MnistViT
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    model = MnistViT(layers=2, hidden=32, mlp=64).eval()
+    nn.init.normal_(model.heads.head.weight, std=0.3)  # torchvision starts the head at zero
+    return model, torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def table():
+    torch.manual_seed(1)
+    return TabularMLP(13, 3).eval(), torch.randn(6, 13), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def text():
+    torch.manual_seed(2)
+    ids = torch.randint(4, 30, (3, 8))
+    ids[:, 0] = 2
+    return TextClassifier(TextConfig(vocab_size=30, layers=2)).eval(), ids, torch.tensor([0, 1, 1])
+
+
+def finite(values) -> bool:
+    return all(math.isfinite(float(v)) for v in torch.as_tensor(values).flatten())
+
+
+def test_vit_runs_every_kind_of_part_ii_check(vit):
+    model, x, target = vit
+    before = snapshot(model)
+    attr = lrp(model, x, target)
+    for curve in (E.deletion(model, x, attr, target), E.insertion(model, x, attr, target)):
+        assert finite(curve.area) and curve.area.shape == (4,)
+    assert finite(E.infidelity(model, x, attr, target)) and finite(E.max_sensitivity(lrp, model, x, target))
+    sanity = E.model_randomisation(model, x, target, {"lrp": lrp, "chefer": attention_relevance,
+                                                      "rollout": attention_rollout}, progress=False)
+    assert set(sanity.method) == {"lrp", "chefer", "rollout"} and set(sanity.metric) == {"spearman_abs", "spearman",
+                                                                                          "ssim"}
+    assert finite(sanity.value.dropna()) and sanity.step.max() == len(E.learnable_layers(model))
+    card = E.evaluate(model, x, target, methods={"lrp": lrp, "chefer": attention_relevance}, n_boot=20, progress=False)
+    assert set(card.method) == {"lrp", "chefer"} and finite(card["mean"].dropna())
+    assert_unchanged(model, before)
+
+
+def test_tables_get_the_checks_that_apply_to_them(table):
+    model, x, target = table
+    before = snapshot(model)
+    sanity = E.model_randomisation(model, x, target, {"ig": integrated_gradients}, progress=False)
+    assert set(sanity.metric) == {"spearman_abs", "spearman"}  # no SSIM: a row of features is no image
+    with pytest.raises(ValueError, match="SSIM needs image maps"):
+        E.model_randomisation(model, x, target, {"ig": integrated_gradients}, similarities=["ssim"], progress=False)
+    card = E.evaluate(model, x, target, n_boot=20, progress=False)
+    assert "grad_cam" not in set(card.method) and {"integrated_gradients", "gradient"} <= set(card.method)
+    insertion = card[card.metric == "insertion"].settings.iloc[0]
+    assert "removal=zeros" in insertion.replace("'", "").replace('"', "").replace(": ", "=")
+    assert finite(card["mean"].dropna())
+    assert_unchanged(model, before)
+
+
+def test_token_ids_get_the_sanity_check_and_a_clear_refusal_from_perturbation_metrics(text):
+    model, ids, target = text
+    before = snapshot(model)
+    sanity = E.model_randomisation(model, ids, target, {"lrp": lrp}, progress=False)
+    assert set(sanity.metric) == {"spearman_abs", "spearman"} and finite(sanity.value.dropna())
+    attr = lrp(model, ids, target)
+    with pytest.raises(TypeError, match="token ids.*pass the embeddings"):
+        E.deletion(model, ids, attr, target)
+    with pytest.raises(TypeError, match="token ids"):
+        E.evaluate(model, ids, target, methods={"lrp": lrp}, n_boot=20, progress=False)
+    assert_unchanged(model, before)
