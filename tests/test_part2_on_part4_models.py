@@ -86,3 +86,40 @@ def test_token_ids_get_the_sanity_check_and_a_clear_refusal_from_perturbation_me
     with pytest.raises(TypeError, match="token ids"):
         E.evaluate(model, ids, target, methods={"lrp": lrp}, n_boot=20, progress=False)
     assert_unchanged(model, before)
+
+
+def test_model_randomisation_reaches_the_attention_projections_and_the_position_embedding(vit):
+    """On a ViT, parameters live outside leaf layers too: nn.MultiheadAttention's in_proj_weight and the
+    encoder's pos_embedding. The cascading test randomises every one of them (the class token, a parameter
+    of the model itself, is no layer), and each step changes only its own layer's parameters."""
+    import copy
+
+    model, x, target = vit
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # every parameter away from its initial value, as after training
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    layers = E.learnable_layers(model)
+    assert {"encoder", "encoder.layers.encoder_layer_0.self_attention",
+            "encoder.layers.encoder_layer_0.self_attention.out_proj"} <= set(layers)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def record(randomised, x, target):
+        seen.append({k: v.clone() for k, v in randomised.state_dict().items()})
+        return lrp(randomised, x, target)
+
+    E.model_randomisation(model, x, target, {"lrp": record}, progress=False)
+    last = seen[-1]
+    unchanged = {k for k in original if torch.equal(original[k], last[k])}
+    assert unchanged == {"class_token"}
+    order = list(reversed(layers))  # seen[0]: the trained model's map; seen[k]: after step k
+
+    def changed_by(name):
+        before, after = seen[order.index(name)], seen[order.index(name) + 1]
+        return {k for k in original if not torch.equal(before[k], after[k])}
+
+    attention = "encoder.layers.encoder_layer_1.self_attention"
+    assert changed_by(attention) == {attention + ".in_proj_weight", attention + ".in_proj_bias"}
+    assert changed_by(attention + ".out_proj") == {attention + ".out_proj.weight", attention + ".out_proj.bias"}
+    assert changed_by("encoder") == {"encoder.pos_embedding"}

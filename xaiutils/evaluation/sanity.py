@@ -35,16 +35,41 @@ Method = Callable[[nn.Module, torch.Tensor, Target], torch.Tensor]
 DEFAULT_SIMILARITIES = ("spearman_abs", "spearman", "ssim")
 
 
-def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Re-initialise ``module`` and its children in place with their own ``reset_parameters`` (seeded).
+def _redraw_own(module: nn.Module) -> None:
+    """Re-draw the parameters ``module`` holds itself, for a module without ``reset_parameters``:
+    ``nn.MultiheadAttention``'s query/key/value projections as torch initialises them (Xavier, zero
+    biases), anything else (a ViT's position embedding) from :math:`N(0, 0.02^2)`, torchvision's
+    initialisation of the position embedding."""
+    with torch.no_grad():
+        if isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                if getattr(module, name, None) is not None:
+                    nn.init.xavier_uniform_(getattr(module, name))
+            for name in ("bias_k", "bias_v"):
+                if getattr(module, name, None) is not None:
+                    nn.init.xavier_normal_(getattr(module, name))
+            if module.in_proj_bias is not None:
+                nn.init.zeros_(module.in_proj_bias)
+            return
+        for parameter in module.parameters(recurse=False):
+            nn.init.normal_(parameter, std=0.02)
 
-    The global random state of the caller is left as it was. BatchNorm layers get their
-    initial affine parameters and running statistics back. Returns ``module``.
+
+def reinitialise(module: nn.Module, seed: int = 0, *, children: bool = True) -> nn.Module:
+    """Re-initialise ``module`` and (``children=True``) its children in place (seeded).
+
+    Each module with a ``reset_parameters`` uses it; a module that holds parameters without one
+    (``nn.MultiheadAttention``'s projections, a ViT encoder's position embedding) has them re-drawn
+    (:func:`_redraw_own`). BatchNorm layers get their initial affine parameters and running
+    statistics back. With ``children=False`` only the parameters ``module`` holds itself change.
+    The global random state of the caller is left as it was. Returns ``module``.
     """
     with seeded(seed):
-        for m in module.modules():
+        for m in module.modules() if children else [module]:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+            elif any(True for _ in m.parameters(recurse=False)):
+                _redraw_own(m)
             if hasattr(m, "reset_running_stats"):
                 m.reset_running_stats()
     return module
@@ -55,9 +80,11 @@ def _layer_seed(seed: int, name: str) -> int:
 
 
 def learnable_layers(model: nn.Module) -> list[str]:
-    """Names of the leaf modules with parameters (conv, linear, norm layers), input to output (module order)."""
-    return [name for name, m in model.named_modules()
-            if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+    """Names of the modules that hold parameters themselves, input to output (module order): the leaf layers
+    (conv, linear, norm, embedding) and modules with parameters beside their children, such as
+    ``nn.MultiheadAttention`` (its query/key/value projections) and torchvision's ViT encoder (its position
+    embedding). Parameters of the model itself (a ViT's class token) belong to no layer and are not listed."""
+    return [name for name, m in model.named_modules() if name and any(True for _ in m.parameters(recurse=False))]
 
 
 def _methods(methods) -> dict[str, Method]:
@@ -129,7 +156,9 @@ def model_randomisation(model: nn.Module, x: torch.Tensor, target: Target, metho
     for step, name in enumerate(progress_bar(order, len(order), progress, "randomising layers"), start=1):
         if not cascading:
             randomised = copy.deepcopy(model)
-        reinitialise(resolve_layer(randomised, name), _layer_seed(seed, name))
+        layer = resolve_layer(randomised, name)
+        own = any(True for _ in layer.parameters(recurse=False))  # then only its own: its children are layers too
+        reinitialise(layer, _layer_seed(seed, name), children=not own)
         for method_name, method in methods.items():
             _compare(rows, originals[method_name], method(randomised, x, target).detach(), similarities,
                      method=method_name, layer=name, step=step)
