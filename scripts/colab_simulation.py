@@ -86,16 +86,22 @@ def reset(venv: Path, base: dict[str, str]) -> None:
     log(f"== reset to Colab's packages ({len(added)} removed, {len(changed)} restored)")
 
 
-def install_line(path: Path) -> str:
-    """The ``%pip install`` line of the notebook's install cell, as the reader will run it."""
+def install_lines(path: Path) -> list[str]:
+    """The ``%pip install`` lines of the notebook's install cell, as the reader will run them: first the one
+    that installs xaiutils, then any other (e.g. ``--no-deps lxt`` for chapter 15)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         source = "".join(cell["source"])
         if cell["cell_type"] == "code" and INSTALL_TAGS <= set(cell.get("metadata", {}).get("tags", [])):
             lines = [line.strip() for line in source.splitlines() if line.strip().startswith(("%pip", "!pip"))]
             if lines:
-                return lines[0]
+                return lines
     raise SystemExit(f"{path}: no install cell (a code cell tagged skip-execution and nbval-skip with %pip install)")
+
+
+def install_line(path: Path) -> str:
+    """The ``%pip install`` line of the notebook's install cell that installs xaiutils."""
+    return install_lines(path)[0]
 
 
 def local_pip_args(line: str, checkout: Path) -> list[str]:
@@ -164,16 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     base = colab_base(venv, args.fresh)
     by_line: dict[str, list[Path]] = {}
     for path in notebooks:
-        by_line.setdefault(install_line(path), []).append(path)
+        by_line.setdefault("\n".join(install_lines(path)), []).append(path)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="xaiutils-checkout-") as tmp:
         checkout = checkout_copy(Path(tmp))
-        for line, paths in by_line.items():
+        for lines, paths in by_line.items():
             reset(venv, base)
-            log(f"== install cell: {line}")
+            log(f"== install cell: {lines}")
             start = time.perf_counter()
-            pip(venv, *local_pip_args(line, checkout))
+            first, *others = lines.split("\n")
+            pip(venv, *local_pip_args(first, checkout))
+            for line in others:
+                pip(venv, *shlex.split(line.lstrip("%!"))[1:])
             log(f"   installed in {time.perf_counter() - start:.0f} s")
             for path in paths:
                 name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path

@@ -6,7 +6,8 @@ repository. Each chapter repeats it twice, for readers in Colab:
 * the "Running this notebook" link,
   ``https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/notebooks/<file>``;
 * the install cell (tagged ``skip-execution`` and ``nbval-skip``), a comment line and
-  ``%pip install -q "xaiutils[book] @ git+<url>@<branch>"``.
+  ``%pip install -q "xaiutils[book] @ git+<url>@<branch>"``, then any other ``%pip`` line of the chapter's own
+  (kept as it is).
 
 `make sync-colab` rewrites both in every notebook from `_config.yml` (a fork runs it after editing
 the file); `--check` changes nothing, lists the notebooks that are out of sync and exits with 1
@@ -76,7 +77,10 @@ def sync(nb, notebook: Path, repo: Repository, book_root: Path) -> list[str]:
             cell.source, n = COLAB_LINK.subn(link, cell.source)
             links += n
         elif is_install_cell(cell) and installs == 0:
-            cell.source = repo.install_cell()
+            # the chapter's own extra install lines (lxt for chapter 15) stay after the xaiutils line
+            extra = [line for line in cell.source.splitlines()
+                     if line.strip().startswith(("%pip", "!pip")) and "xaiutils" not in line]
+            cell.source = "\n".join([repo.install_cell(), *extra])
             installs += 1
     missing = []
     if not links:

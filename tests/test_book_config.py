@@ -62,6 +62,21 @@ def test_sync_rewrites_a_fork_and_is_idempotent(tmp_path):
     assert colab_simulation.local_pip_args(line, Path("/src")) == ["install", "-q", "/src[book]"]
 
 
+def test_sync_keeps_a_chapters_extra_install_lines(tmp_path):
+    """Chapter 15 also installs lxt (without its dependencies): a sync to a fork rewrites the xaiutils line
+    and keeps that one, and the Colab simulation installs both."""
+    (tmp_path / "notebooks").mkdir()
+    notebook = tmp_path / "notebooks" / "ch15_transformers.ipynb"
+    shutil.copy(ROOT / "notebooks" / notebook.name, notebook)
+    config = re.sub(r"(?m)^(\s+branch:).*$", r"\1 teaching-2027", (ROOT / "_config.yml").read_text(encoding="utf-8"),
+                    count=1)
+    (tmp_path / "_config.yml").write_text(config, encoding="utf-8")
+    assert sync_colab.main(["--root", str(tmp_path)]) == 0
+    lines = colab_simulation.install_lines(notebook)
+    assert len(lines) == 2 and "@teaching-2027" in lines[0] and lines[1].startswith('%pip install -q --no-deps "lxt==')
+    assert colab_simulation.install_line(notebook) == lines[0]
+
+
 def test_sync_reports_a_notebook_without_install_cell(tmp_path, capsys):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(ROOT / "_config.yml", tmp_path)
