@@ -42,7 +42,7 @@ from ..evaluation import alignment  # Etmann et al.'s input-gradient alignment (
 
 SETTINGS = {
     "full": dict(models=("mnist-standard", "mnist-pgd", "mnist-gradreg", "mnist-attrreg"), seeds=(0, 1, 2),
-                 clean_digits=1000, digits=32, attack_steps=10, samples=3),
+                 clean_digits=1000, digits=100, attack_steps=20, samples=3),
     "reduced": dict(models=("mnist-standard", "mnist-attrreg"), seeds=(0,), clean_digits=200, digits=16,
                     attack_steps=5, samples=2),
 }
