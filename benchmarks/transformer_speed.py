@@ -17,12 +17,7 @@ benchmarks/TRANSFORMERS.md with the date and the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import importlib
-import os
-import sys
-import types
 from pathlib import Path
 
 import torch
@@ -30,66 +25,12 @@ from torch import nn
 from torchvision.models import VisionTransformer
 
 from xaiutils.attribution import lrp
+from xaiutils.attribution.lxt_reference import lxt_efficient, lxt_vit_relevance
 from xaiutils.vit import MnistViT
 
 from _timing import machine as describe_machine, median_time  # noqa: E402
 
 HERE = Path(__file__).parent
-PATCHED = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
-
-
-@contextlib.contextmanager
-def lxt_efficient():
-    """lxt's rules and its torchvision ViT patch, loaded without ``lxt.efficient``'s ``__init__`` (which
-    imports every ``transformers`` model it patches); ``sys.modules`` is restored on exit."""
-    import lxt
-
-    base = os.path.join(os.path.dirname(lxt.__file__), "efficient")
-    names = ("lxt.efficient", "lxt.efficient.models", "lxt.efficient.rules", "lxt.efficient.patches",
-             "lxt.efficient.models.vit_torch")
-    saved = {name: sys.modules.get(name) for name in names}
-    for name, path in (("lxt.efficient", base), ("lxt.efficient.models", os.path.join(base, "models"))):
-        shell = types.ModuleType(name)
-        shell.__path__ = [path]
-        sys.modules[name] = shell
-    try:
-        yield (importlib.import_module("lxt.efficient.patches"),
-               importlib.import_module("lxt.efficient.models.vit_torch"))
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-@contextlib.contextmanager
-def classes_restored():
-    """Put back the forward functions lxt's patches replace, also on error."""
-    forwards = {cls: cls.__dict__["forward"] for cls in PATCHED}
-    try:
-        yield
-    finally:
-        for cls, forward in forwards.items():
-            cls.forward = forward
-            if "original_forward" in cls.__dict__:
-                delattr(cls, "original_forward")
-
-
-def lxt_map(model, x, target, patches, vit_torch, kind: str) -> torch.Tensor:
-    """lxt's efficient mode on a torchvision ViT: patch, then gradient x input (its documented usage)."""
-    with classes_restored():
-        if kind == "cp_lrp":
-            for cls, patch in vit_torch.cp_LRP.items():
-                patch(cls)
-        else:  # AttnLRP: the LayerNorm and GELU patches, and the attention wrapper
-            for cls in (nn.GELU, nn.LayerNorm):
-                vit_torch.cp_LRP[cls](cls)
-            nn.MultiheadAttention.forward = patches.wrap_attention_forward(nn.MultiheadAttention.forward)
-        x = x.detach().requires_grad_(True)
-        out = model(x)
-        (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
-        return grad * x
 
 
 def floor(model, x, target):
@@ -119,7 +60,7 @@ def random_head(model):
 
 def run(quick: bool) -> list[dict]:
     rows = []
-    with lxt_efficient() as (patches, vit_torch):
+    with lxt_efficient():  # loaded once, so that each timed call pays for lxt's patching, not its import
         for label, model, x, repeats in setups(quick):
             target = torch.arange(len(x)) % 10
             for p in model.parameters():
@@ -130,10 +71,10 @@ def run(quick: bool) -> list[dict]:
                 p.requires_grad_(True)
             for kind, epsilon in [(kind, epsilon) for kind in ("attn_lrp", "cp_lrp") for epsilon in (1e-6, 0.0)]:
                 ours = lrp(model, x, target, composite=kind, epsilon=epsilon)
-                theirs = lxt_map(model, x, target, patches, vit_torch, kind)
+                theirs = lxt_vit_relevance(model, x, target, kind)
                 gap = ((ours - theirs).abs().max() / theirs.abs().max()).item()
                 t_ours = median_time(lambda: lrp(model, x, target, composite=kind, epsilon=epsilon), repeats)
-                t_ref = median_time(lambda: lxt_map(model, x, target, patches, vit_torch, kind), repeats)
+                t_ref = median_time(lambda: lxt_vit_relevance(model, x, target, kind), repeats)
                 form = "explicit rules" if epsilon else "gradient x input"
                 row = {"model": label, "method": f"lrp ({kind}, epsilon={epsilon:g}: {form})", "ours_ms": t_ours * 1e3,
                        "ref_ms": t_ref * 1e3, "vs_ref": t_ours / t_ref, "vs_floor": t_ours / base, "gap": gap}

@@ -2,9 +2,6 @@
 here, the attention block against a reference of the whole block, conservation up to the terms the paper
 names, agreement with lxt (the authors' library), and what is refused."""
 import importlib
-import os
-import sys
-import types
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ from helpers import assert_unchanged, snapshot
 from torch import nn
 from torch.nn import functional as F
 
-from xaiutils.attribution import _relevance
+from xaiutils.attribution import _relevance, lxt_reference
 from xaiutils.attribution.lrp_transformer import (AttentionRules, attach_attention, attention_forward,
                                                    layer_norm_rule, matmul_rule, softmax_rule, transformer_functions)
 from xaiutils.attribution._canonize import explicit_additions
@@ -418,44 +415,11 @@ def test_default_composite_is_attn_lrp_for_models_with_attention():
 # ---------------------------------------------------------------------------- agreement with lxt
 @pytest.fixture
 def lxt_efficient():
-    """lxt's efficient rules and its torchvision ViT patch. ``lxt.efficient``'s ``__init__`` imports every
-    model it patches from ``transformers``; its rules and the ViT patch need only torch and torchvision, so
-    the two packages are loaded as empty shells around their files. The classes lxt patches are restored."""
-    lxt = pytest.importorskip("lxt")
-    base = os.path.join(os.path.dirname(lxt.__file__), "efficient")
-    names = ("lxt.efficient", "lxt.efficient.models", "lxt.efficient.rules", "lxt.efficient.patches",
-             "lxt.efficient.models.vit_torch")
-    saved_modules = {name: sys.modules.get(name) for name in names}
-    saved_forwards = {cls: cls.__dict__["forward"] for cls in (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)}
-    for name, path in (("lxt.efficient", base), ("lxt.efficient.models", os.path.join(base, "models"))):
-        shell = types.ModuleType(name)
-        shell.__path__ = [path]
-        sys.modules[name] = shell
-    try:
-        yield (importlib.import_module("lxt.efficient.patches"),
-               importlib.import_module("lxt.efficient.models.vit_torch"))
-    finally:
-        for cls, forward in saved_forwards.items():
-            cls.forward = forward
-            if "original_forward" in cls.__dict__:
-                delattr(cls, "original_forward")
-        for name, module in saved_modules.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-def lxt_relevance(vit, x, target, patch_map, attention_forward_patch=None):
-    """lxt's efficient mode: patch the classes, then gradient x input."""
-    for cls, patch in patch_map.items():
-        assert patch(cls)
-    if attention_forward_patch is not None:
-        nn.MultiheadAttention.forward = attention_forward_patch(nn.MultiheadAttention.forward)
-    x = x.clone().requires_grad_(True)
-    out = vit(x)
-    (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
-    return (grad * x).detach()
+    """lxt's efficient rules and its torchvision ViT patch (xaiutils.attribution.lxt_reference loads them without
+    lxt.efficient's __init__, which imports transformers); the classes lxt patches are restored afterwards."""
+    pytest.importorskip("lxt")
+    with lxt_reference.lxt_efficient() as modules:
+        yield modules
 
 
 @pytest.mark.parametrize("stabiliser, tolerance", [(0.0, 1e-7), (1e-6, 1e-3)])
@@ -463,11 +427,10 @@ def test_cp_lrp_agrees_with_lxts_vit_patch(lxt_efficient, monkeypatch, stabilise
     """lxt's map for torchvision's ViT is CP-LRP (attention weights constant, LayerNorm's sigma held,
     identity on GELU, plain gradient = epsilon 0 elsewhere). With our stabilisers at 0 the two agree to 1e-7
     of the largest relevance (lxt's GELU divides by x + 1e-10); with our default 1e-6, to 1e-3."""
-    _, vit_torch = lxt_efficient
     monkeypatch.setattr(_relevance, "STABILISER", stabiliser)
     vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
     ours = lrp(vit, x, target, composite="cp_lrp", epsilon=stabiliser)
-    theirs = lxt_relevance(vit, x, target, vit_torch.cp_LRP)
+    theirs = lxt_reference.lxt_vit_relevance(vit, x, target, "cp_lrp")
     assert torch.allclose(ours, theirs, rtol=0, atol=tolerance * theirs.abs().max().item())
 
 
@@ -475,13 +438,11 @@ def test_attn_lrp_agrees_with_lxts_attention_rule(lxt_efficient, monkeypatch):
     """lxt's AttnLRP wrapper for attention functions (gradient divided by 4 at Q and K, by 2 at V; the plain
     softmax gradient is its softmax rule in gradient x input form) put on nn.MultiheadAttention, with its
     LayerNorm and GELU patches: our attn_lrp agrees to 1e-7 of the largest relevance."""
-    patches, vit_torch = lxt_efficient
     monkeypatch.setattr(_relevance, "STABILISER", 0.0)
     vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
     ours = lrp(vit, x, target, composite="attn_lrp", epsilon=0.0)
     assert not torch.allclose(ours, lrp(vit, x, target, composite="cp_lrp", epsilon=0.0), rtol=1e-2)
-    outside_attention = {cls: vit_torch.cp_LRP[cls] for cls in (nn.GELU, nn.LayerNorm)}
-    theirs = lxt_relevance(vit, x, target, outside_attention, patches.wrap_attention_forward)
+    theirs = lxt_reference.lxt_vit_relevance(vit, x, target, "attn_lrp")
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
 
 
@@ -643,14 +604,12 @@ def test_implicit_form_equals_the_explicit_rules_without_stabilisers(kind, monke
 
 
 def test_implicit_form_agrees_with_lxt_and_leaves_the_model_as_it_was(lxt_efficient):
-    patches, vit_torch = lxt_efficient
     vit, x, target = tiny_vit(), torch.randn(2, 3, 28, 28), torch.tensor([1, 4])
     before = snapshot(vit)
     ours = lrp(vit, x, target, composite="attn_lrp", epsilon=0.0)
     assert_unchanged(vit, before)
     assert not any("forward" in m.__dict__ for m in vit.modules())
-    outside_attention = {cls: vit_torch.cp_LRP[cls] for cls in (nn.GELU, nn.LayerNorm)}
-    theirs = lxt_relevance(vit, x, target, outside_attention, patches.wrap_attention_forward)
+    theirs = lxt_reference.lxt_vit_relevance(vit, x, target, "attn_lrp")
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * theirs.abs().max().item())
 
 
@@ -670,3 +629,22 @@ def test_implicit_form_refuses_what_the_explicit_rules_refuse():
         with pytest.raises(ValueError, match="no rule for softmax"):
             lrp(model, x, 0, epsilon=epsilon)
         assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_lxt_reference_puts_back_the_classes_and_modules_it_changes():
+    pytest.importorskip("lxt")
+    import sys
+
+    forwards = {cls: cls.__dict__["forward"] for cls in lxt_reference.PATCHED}
+    loaded = {name for name in sys.modules if name.startswith("lxt.efficient")}
+    vit, x = tiny_vit(), torch.randn(1, 3, 28, 28)
+    for kind in ("attn_lrp", "cp_lrp"):
+        assert lxt_reference.lxt_vit_relevance(vit, x, 3, kind).shape == x.shape
+    with pytest.raises(ValueError, match="kind must be one of"):
+        lxt_reference.lxt_vit_relevance(vit, x, 3, "lrp")
+    with pytest.raises(RuntimeError), lxt_reference.lxt_efficient() as (patches, vit_torch):
+        nn.MultiheadAttention.forward = patches.wrap_attention_forward(nn.MultiheadAttention.forward)
+        raise RuntimeError("inside")
+    assert {cls: cls.__dict__["forward"] for cls in lxt_reference.PATCHED} == forwards
+    assert not any("original_forward" in cls.__dict__ for cls in lxt_reference.PATCHED)
+    assert {name for name in sys.modules if name.startswith("lxt.efficient")} == loaded
