@@ -73,15 +73,27 @@ def _identity_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _IdentityRule.apply(x, y.detach())
 
 
+class _LayerNormHeldSigma(torch.autograd.Function):
+    """LayerNorm, computed by torch's fused kernel, whose backward holds the standard deviation constant:
+    the gradient is the centred :math:`\gamma / \sigma \odot g` (centring is linear and self-adjoint)."""
+
+    @staticmethod
+    def forward(ctx, x, shape, weight, bias, eps):
+        y, _, rstd = torch.native_layer_norm(x, shape, weight, bias, eps)
+        ctx.save_for_backward(rstd, weight)
+        ctx.dims = tuple(range(-len(shape), 0))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        rstd, weight = ctx.saved_tensors
+        h = grad * rstd if weight is None else grad * weight * rstd
+        return h - h.mean(ctx.dims, keepdim=True), None, None, None, None
+
+
 def _layer_norm(x, shape, weight, bias, eps) -> torch.Tensor:
-    """LayerNorm with its standard deviation detached (its mean is kept: centring is linear)."""
-    dims = tuple(range(-len(shape), 0))
-    centred = x - x.mean(dims, keepdim=True)
-    rstd = torch.rsqrt(centred.detach().pow(2).mean(dims, keepdim=True) + eps)
-    y = centred * rstd
-    if weight is not None:
-        y = y * weight
-    return y if bias is None else y + bias
+    """LayerNorm with its standard deviation held constant in the backward pass (its mean is kept)."""
+    return _LayerNormHeldSigma.apply(x, tuple(shape), weight, bias, eps)
 
 
 def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_padding_mask=None, attn_mask=None,
@@ -101,14 +113,16 @@ def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_pad
     if not constant:  # half of AV's relevance to A, and half of that to each of Q and K: the gradient is linear
         q, k, v = _ScaledGradient.apply(q, 0.25), _ScaledGradient.apply(k, 0.25), _ScaledGradient.apply(v, 0.5)
     q, k, v = (t.reshape(batch, t.shape[1], heads, width).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
-    scores = q @ k.transpose(-2, -1)
     blocked = _blocked(attn_mask, "attn_mask")
-    if blocked is not None:
-        scores = scores.masked_fill(blocked.reshape(-1, heads, *blocked.shape[-2:]) if blocked.dim() == 3 else
-                                    blocked, float("-inf"))
+    if blocked is not None and blocked.dim() == 3:
+        blocked = blocked.reshape(-1, heads, *blocked.shape[-2:])
     padding = _blocked(key_padding_mask, "key_padding_mask")
     if padding is not None:
-        scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
+        padding = padding[:, None, None, :]
+        blocked = padding if blocked is None else blocked | padding
+    scores = q @ k.transpose(-2, -1)
+    if blocked is not None:
+        scores = scores.masked_fill(blocked, float("-inf"))
     weights = torch.softmax(scores, -1)
     context = (weights.detach() if constant else weights) @ v
     out = F.linear(context.transpose(1, 2).reshape(batch, length, heads * width), module.out_proj.weight,
