@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -33,8 +34,9 @@ from ..core.model_state import HookList
 from ..core.targets import Target, select
 from ._canonize import BATCHNORM
 from ._relevance import ACTIVATIONS, _embedding_leaf
-from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, _SIGNATURE, _blocked,
-                              _linear_in_one, _projection_weights, _tracked, check_attention)
+from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, _ReplacedForward,
+                              _attention_replacement, _blocked, _linear_in_one, _projection_weights, _tracked,
+                              check_attention)
 
 # the functions that get a rule or a check; every other call (F.linear, reshapes, ...) passes straight through
 _WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE))
@@ -130,37 +132,6 @@ def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_pad
     return out if module.batch_first else out.transpose(0, 1)
 
 
-class _ReplacedForward:
-    """While explaining, ``module.forward`` is ``forward(module, ...)`` (an instance attribute shadowing the
-    class's method); ``remove()`` puts the module's own back."""
-
-    def __init__(self, module: nn.Module, forward):
-        self.module, self.forward = module, forward
-        self.shadowed = module.__dict__.get("forward")
-        self.own_forward = module.forward
-        module.forward = self
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(self, *args, **kwargs)
-
-    def remove(self) -> None:
-        if self.module.__dict__.get("forward") is self:
-            del self.module.forward
-        if self.shadowed is not None:
-            self.module.forward = self.shadowed
-
-
-def _attention(kind: str):
-    def forward(replaced: _ReplacedForward, *args, **kwargs):
-        bound = _SIGNATURE.bind(replaced.module, *args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        out = implicit_attention(replaced.module, a["query"], a["key"], a["value"], a["key_padding_mask"],
-                                 a["attn_mask"], kind)
-        return out, (replaced.own_forward(*args, **kwargs)[1] if a["need_weights"] else None)
-    return forward
-
-
 def _layer_norm_forward(replaced: _ReplacedForward, x):
     m = replaced.module
     return _layer_norm(x, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
@@ -220,7 +191,7 @@ def _modified(model: nn.Module, kind: str, hooks: HookList) -> Iterator[None]:
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             check_attention(module)
-            hooks.append(_ReplacedForward(module, _attention(kind)))
+            hooks.append(_ReplacedForward(module, _attention_replacement(partial(implicit_attention, kind=kind))))
             hooks.append(module.register_forward_pre_hook(enter))
             hooks.append(module.register_forward_hook(leave, prepend=True))
         elif isinstance(module, nn.LayerNorm):

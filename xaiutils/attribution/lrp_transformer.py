@@ -200,31 +200,42 @@ def check_attention(module: nn.MultiheadAttention) -> None:
                          f"add_bias_kv={module.bias_k is not None}, add_zero_attn={module.add_zero_attn}.")
 
 
-class _RuledForward:
-    """Replaces one ``nn.MultiheadAttention``'s forward by :func:`attention_forward` (an instance attribute that
-    shadows the class's method), so the attention is computed once, with the rules. ``remove()`` puts the
-    module's own forward back. When the caller asks for the attention weights, the module's own forward
-    runs as well, for them."""
+class _ReplacedForward:
+    """While explaining, ``module.forward`` is ``forward(self, ...)`` (an instance attribute that shadows the
+    class's method); ``remove()`` puts the module's own back. Used by the explicit rules here and by the
+    gradient x input form of :mod:`._implicit`."""
 
-    def __init__(self, module: nn.MultiheadAttention, rules: AttentionRules):
-        self.module, self.rules = module, rules
+    def __init__(self, module: nn.Module, forward):
+        self.module, self.forward = module, forward
         self.shadowed = module.__dict__.get("forward")
         self.own_forward = module.forward
         module.forward = self
 
     def __call__(self, *args, **kwargs):
-        bound = _SIGNATURE.bind(self.module, *args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        out = attention_forward(self.module, a["query"], a["key"], a["value"], a["key_padding_mask"], a["attn_mask"],
-                                self.rules)
-        return out, (self.own_forward(*args, **kwargs)[1] if a["need_weights"] else None)
+        return self.forward(self, *args, **kwargs)
 
     def remove(self) -> None:
         if self.module.__dict__.get("forward") is self:
             del self.module.forward
         if self.shadowed is not None:
             self.module.forward = self.shadowed
+
+
+def _attention_replacement(compute):
+    """A forward for :class:`_ReplacedForward` on an ``nn.MultiheadAttention``: the output from
+    ``compute(module, query, key, value, key_padding_mask, attn_mask)``, so the attention runs once; when the
+    caller asks for the weights, the module's own forward runs as well, for them."""
+    def forward(replaced: _ReplacedForward, *args, **kwargs):
+        bound = _SIGNATURE.bind(replaced.module, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        out = compute(replaced.module, a["query"], a["key"], a["value"], a["key_padding_mask"], a["attn_mask"])
+        return out, (replaced.own_forward(*args, **kwargs)[1] if a["need_weights"] else None)
+    return forward
+
+
+def _rules_attention(module, query, key, value, key_padding_mask, attn_mask, *, rules):
+    return attention_forward(module, query, key, value, key_padding_mask, attn_mask, rules)
 
 
 def _layer_norm_hook(rules: AttentionRules, module, args, output):
@@ -237,7 +248,7 @@ def attach_attention(model: nn.Module, rules: AttentionRules, hooks: HookList) -
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             check_attention(module)
-            hooks.append(_RuledForward(module, rules))
+            hooks.append(_ReplacedForward(module, _attention_replacement(partial(_rules_attention, rules=rules))))
         elif isinstance(module, nn.LayerNorm):
             hooks.append(module.register_forward_hook(partial(_layer_norm_hook, rules)))
 
