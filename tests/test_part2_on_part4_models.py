@@ -1,6 +1,7 @@
 """Part II's checks on Part IV's models (issue #14): the sanity checks, faithfulness and robustness metrics
 and the report card run on a vision transformer, a table MLP and (where the input is token ids) a text
-transformer; what does not apply to token ids says so by name. Small random models: the checks here are
+transformer, whose words the perturbation metrics remove (known answers in tests/test_token_metrics.py); what
+does not apply to token ids says so by name. Small random models: the checks here are
 that each tool runs, returns finite numbers of the right kind and leaves the model as it was."""
 import math
 
@@ -75,16 +76,22 @@ def test_tables_get_the_checks_that_apply_to_them(table):
     assert_unchanged(model, before)
 
 
-def test_token_ids_get_the_sanity_check_and_a_clear_refusal_from_perturbation_metrics(text):
+def test_token_ids_get_the_sanity_check_and_the_perturbation_metrics_remove_words(text):
     model, ids, target = text
     before = snapshot(model)
     sanity = E.model_randomisation(model, ids, target, {"lrp": lrp}, progress=False)
     assert set(sanity.metric) == {"spearman_abs", "spearman"} and finite(sanity.value.dropna())
     attr = lrp(model, ids, target)
-    with pytest.raises(TypeError, match="token ids.*pass the embeddings"):
-        E.deletion(model, ids, attr, target)
+    for curve in (E.deletion(model, ids, attr, target, removal="pad"),
+                  E.insertion(model, ids, attr, target, removal="mask")):
+        assert finite(curve.area) and curve.area.shape == (3,)
+    assert finite(E.infidelity(model, ids, attr, target, perturbation="subset", baseline="pad"))
+    with pytest.raises(ValueError, match="token ids, so removal must be 'pad', 'mask' or a token id"):
+        E.deletion(model, ids, attr, target)  # the default removal, zeros, is for continuous inputs
     with pytest.raises(TypeError, match="token ids"):
-        E.evaluate(model, ids, target, methods={"lrp": lrp}, n_boot=20, progress=False)
+        E.max_sensitivity(lrp, model, ids, target)
+    card = E.evaluate(model, ids, target, methods={"lrp": lrp}, n_boot=20, progress=False)
+    assert "max_sensitivity" not in set(card.metric) and finite(card["mean"])
     assert_unchanged(model, before)
 
 

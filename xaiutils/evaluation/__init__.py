@@ -16,7 +16,9 @@ One argument order, by what a metric judges:
 * several methods at once, as a table: ``metric(model, x, target, methods)``
   (model and data randomisation, :func:`evaluate`).
 
-Removals and baselines take the vocabulary of :mod:`xaiutils.core.baselines`.
+Removals and baselines take the vocabulary of :mod:`xaiutils.core.baselines`; for token ids
+``(B, T)`` the perturbation metrics remove words instead, replaced by ``"pad"``, ``"mask"`` or a
+token id (:mod:`._tokens`, :data:`TOKEN_SETTINGS`; chapter 16).
 """
 from .axioms import (completeness, dummy, implementation_invariance, input_invariance, rescaled_copy,
                      sensitivity_a, shifted_copy)
@@ -24,7 +26,7 @@ from .complexity import entropy, sparseness
 from .curves import Curve, aopc, deletion, evalattai, feature_ranks, insertion, perturbation_curve, pixel_flipping
 from .faithfulness import faithfulness_correlation, infidelity, perturbations, sensitivity_n
 from .localisation import auc, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
-from .report import (METRICS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, random_map,
+from .report import (METRICS, TOKEN_SETTINGS, Metric, available_methods, bootstrap_ci, evaluate, plot_report, random_map,
                      rank_agreement)
 from .retraining import roar
 from .robustness import (alignment, avg_sensitivity, local_lipschitz, max_sensitivity, noise,
@@ -39,7 +41,7 @@ __all__ = [
     "shifted_copy", "entropy", "sparseness", "Curve", "aopc", "deletion", "evalattai",
     "faithfulness_correlation", "feature_ranks", "infidelity", "insertion", "perturbation_curve", "perturbations",
     "pixel_flipping", "sensitivity_n", "auc", "pointing_game", "relevance_mass_accuracy",
-    "relevance_rank_accuracy", "METRICS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
+    "relevance_rank_accuracy", "METRICS", "TOKEN_SETTINGS", "Metric", "available_methods", "bootstrap_ci", "evaluate",
     "plot_report", "random_map", "rank_agreement", "roar", "alignment", "avg_sensitivity", "local_lipschitz",
     "max_sensitivity", "noise",
     "relative_input_stability", "data_randomisation", "learnable_layers", "model_randomisation", "reinitialise",

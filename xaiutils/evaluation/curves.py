@@ -23,6 +23,7 @@ from ..core.baselines import resolve_baseline
 from ..core.checks import check_choice, check_int, check_number
 from ..core.model_state import explaining
 from ..core.targets import Target
+from ._tokens import check_token_map, explaining_ids, is_token_ids, token_removal
 from ._utils import check_map_for_input, expand_features, feature_relevance, scores_of_rows
 
 ORDERS = ("most", "least", "random")
@@ -51,13 +52,14 @@ def _curve(fractions: torch.Tensor, scores: torch.Tensor) -> Curve:
 
 # ---------------------------------------------------------------------------- ranks
 def feature_ranks(attr: torch.Tensor, x: torch.Tensor, order: str = "most", *, patch: int = 1,
-                  seed: int = 0) -> torch.Tensor:
+                  seed: int = 0, removable: torch.Tensor | None = None) -> torch.Tensor:
     """The removal rank of every feature, ``(B, P)``: rank 0 is removed first.
 
     ``order``: ``"most"`` relevant first, ``"least"`` relevant first, or ``"random"``. With
     ``patch > 1`` (images only) the features are ``patch x patch`` squares (Samek et al. use 9x9
     regions), ranked by their summed relevance; every pixel of a square gets the square's rank.
-    Ties are broken by position.
+    Ties are broken by position. ``removable`` (``(B, P)`` booleans, for token ids: see
+    :func:`._tokens.token_removal`) ranks the features that may not be removed after all others.
     """
     check_choice(order, "order", ORDERS)
     check_int(patch, "patch")
@@ -73,6 +75,8 @@ def feature_ranks(attr: torch.Tensor, x: torch.Tensor, order: str = "most", *, p
         keys = torch.rand(relevance.shape, generator=generator, dtype=torch.float64).to(relevance.device)
     else:
         keys = -relevance if order == "most" else relevance
+    if removable is not None:
+        keys = torch.where(removable.to(keys.device), keys, torch.inf)
     ranks = torch.empty_like(relevance, dtype=torch.long)
     ranks.scatter_(1, torch.sort(keys, dim=1, stable=True).indices,
                    torch.arange(relevance.shape[1], device=relevance.device).expand_as(ranks).contiguous())
@@ -99,28 +103,44 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, ta
     softmax, or ``"logit"``) is recorded for all :math:`S + 1` copies, run ``batch_size`` rows
     at a time. Returns a :class:`Curve` over the fractions :math:`n_k / P`.
 
+    For token ids ``x`` ``(B, T)`` and a map ``(B, T)``, a feature is a token, ``removal`` is
+    ``"pad"``, ``"mask"`` or a token id, and the model's special tokens stay
+    (:mod:`._tokens`); each sequence removes the fraction :math:`k / S` of its own removable
+    tokens, which is the x-axis.
+
     References: ``petsiuk2018rise`` (deletion, insertion), ``samek2017evaluating`` (pixel
     flipping). Chapter 10.
     """
     check_int(steps, "steps")
-    attr = check_map_for_input(attr, x)
-    with explaining(model, x, target):
-        ranks = feature_ranks(attr, x, order, patch=patch, seed=seed)
-        fill = resolve_baseline(x, removal, seed=seed, blur_sigma=blur_sigma, name="removal")
-        features = int(ranks.max()) + 1  # pixels, or squares when patch > 1 (each pixel has its square's rank)
-        counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * features / steps).long().to(x.device)
+    tokens = is_token_ids(x)
+    attr = check_token_map(attr, x) if tokens else check_map_for_input(attr, x)
+    with explaining_ids(model, x, target) if tokens else explaining(model, x, target):
+        fraction = torch.arange(steps + 1, dtype=torch.float64) / steps
+        if tokens:  # each sequence removes a fraction of its own content tokens
+            fill, removable = token_removal(model, x, removal)
+            ranks = feature_ranks(attr, x, order, seed=seed, removable=removable)
+            words = removable.sum(1).cpu().double()
+            counts = torch.round(torch.arange(steps + 1, dtype=torch.float64)[:, None] * words / steps).long()
+            counts = counts.to(x.device)
+        else:
+            ranks = feature_ranks(attr, x, order, patch=patch, seed=seed)
+            fill = resolve_baseline(x, removal, seed=seed, blur_sigma=blur_sigma, name="removal")
+            features = int(ranks.max()) + 1  # pixels, or squares when patch > 1 (each pixel has its square's rank)
+            counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * features / steps).long().to(x.device)
+            fraction = counts.double().cpu() / features
+            counts = counts[:, None].expand(-1, len(x))
         batch = len(x)
 
         def rows(s: slice) -> torch.Tensor:
             index = torch.arange(s.start, s.stop, device=x.device)
             step, example = index // batch, index % batch  # block layout: step-major
-            chosen = expand_features(ranks[example] < counts[step][:, None], x)
+            chosen = expand_features(ranks[example] < counts[step, example][:, None], x)
             return torch.where(chosen, x[example], fill[example]) if insert else \
                 torch.where(chosen, fill[example], x[example])
 
         scores = scores_of_rows(model, rows, (steps + 1) * batch, target, steps + 1, batch, kind=score_kind,
                                 batch_size=batch_size, progress=progress, desc="perturbation curve")
-    return _curve(counts.double().cpu() / features, scores.T.contiguous())
+    return _curve(fraction, scores.T.contiguous())
 
 
 def deletion(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target, *, steps: int = 20,

@@ -27,6 +27,7 @@ from ..core.baselines import resolve_baseline
 from ..core.checks import check_choice, check_int, check_number
 from ..core.model_state import explaining
 from ..core.targets import Target
+from ._tokens import check_token_map, explaining_ids, is_token_ids, token_removal
 from ._utils import check_map_for_input, expand_features, feature_relevance, scores_of_rows
 
 
@@ -90,11 +91,20 @@ def infidelity(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Ta
     ``normalise=True`` rescales :math:`\Phi` by the optimal :math:`\beta = \mathbb{E}[I^\top\Phi\,
     \Delta f] / \mathbb{E}[(I^\top\Phi)^2]` first, so the value does not depend on the map's scale.
 
+    For token ids ``x`` ``(B, T)`` and a map ``(B, T)`` the perturbations must be
+    ``perturbation="subset"``: each removes ``size`` random tokens (default a quarter of the
+    shortest sequence's removable tokens), replaced by ``baseline`` (``"pad"``, ``"mask"`` or a
+    token id, the model's special tokens kept; :mod:`._tokens`), and :math:`I^\top \Phi` is the
+    relevance of the removed tokens, a token map being global like gradient x input.
+
     Equals ``captum.metrics.infidelity`` (same names: ``multiply_by_inputs``, ``normalize``) given
     the same perturbations (the tests check it). Model passes: ``B + samples * B`` forwards.
 
     Returns ``(B,)``. Reference: ``yeh2019fidelity``. Chapter 10.
     """
+    if is_token_ids(x):
+        return _token_infidelity(model, x, attr, target, perturbation, samples, size, baseline, normalise, seed,
+                                 batch_size, progress)
     attr = check_map_for_input(attr, x)
     if attr.shape != x.shape:
         attr = attr.expand_as(x)
@@ -119,12 +129,34 @@ def infidelity(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Ta
             difference = x - resolve_baseline(x, baseline, seed=seed)
             weights = noise / torch.where(difference == 0, torch.ones_like(difference), difference)
         predicted = (weights * attr).flatten(2).sum(2)
-        actual = f_x - f_perturbed
-        if normalise:
-            beta = (predicted * actual).sum(0) / (predicted**2).sum(0)
-            beta = torch.nan_to_num(beta, nan=0.0, posinf=0.0, neginf=0.0)
-            predicted = beta * predicted
-        return ((predicted - actual) ** 2).mean(0)
+    return _squared_error(predicted, f_x - f_perturbed, normalise)
+
+
+def _squared_error(predicted: torch.Tensor, actual: torch.Tensor, normalise: bool) -> torch.Tensor:
+    if normalise:
+        beta = (predicted * actual).sum(0) / (predicted**2).sum(0)
+        beta = torch.nan_to_num(beta, nan=0.0, posinf=0.0, neginf=0.0)
+        predicted = beta * predicted
+    return ((predicted - actual) ** 2).mean(0)
+
+
+def _token_infidelity(model, x, attr, target, perturbation, samples, size, baseline, normalise, seed, batch_size,
+                      progress):
+    """Infidelity for token ids: the perturbations remove ``size`` random tokens (to ``baseline``) each."""
+    if perturbation != "subset":
+        raise ValueError("x holds token ids, which cannot take continuous perturbations: use perturbation='subset' "
+                         f"(remove random tokens, replaced by baseline='pad', 'mask' or a token id); got "
+                         f"perturbation={perturbation!r}.")
+    check_int(samples, "samples")
+    attr = check_token_map(attr, x)
+    fill, removable = token_removal(model, x, baseline, name="baseline")
+    if size is None:
+        size = max(1, int(removable.sum(1).min()) // 4)
+    size = _subset_size(size, attr, removable, "size")
+    with explaining_ids(model, x, target):
+        subsets = _random_subsets(samples, attr, size, seed, removable)
+        f_x, f_removed = _removal_drops(model, x, fill, subsets, target, batch_size, progress, "infidelity")
+    return _squared_error((subsets * attr.to(f_x)).sum(2), f_x - f_removed, normalise)
 
 
 # ---------------------------------------------------------------------------- random subsets
@@ -134,30 +166,52 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(0) / ((a**2).sum(0) * (b**2).sum(0)).sqrt()
 
 
+def _random_subsets(samples: int, relevance: torch.Tensor, n: int, seed: int,
+                    removable: torch.Tensor | None) -> torch.Tensor:
+    """``(samples, B, P)`` booleans: ``samples`` random subsets of exactly ``n`` (removable) features per example."""
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.rand((samples, *relevance.shape), generator=generator, dtype=torch.float64).to(relevance.device)
+    if removable is not None:
+        keys = torch.where(removable, keys, -1.0)
+    subsets = torch.zeros(keys.shape, dtype=torch.bool, device=relevance.device)
+    return subsets.scatter_(2, keys.topk(n, dim=2).indices, True)
+
+
+def _subset_size(n, relevance: torch.Tensor, removable: torch.Tensor | None, name: str) -> int:
+    features = relevance.shape[1] if removable is None else int(removable.sum(1).min())
+    what = "the number of features" if removable is None else "the removable tokens of the shortest sequence"
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= features:
+        raise ValueError(f"{name} must be an integer between 1 and {what} ({features}), got {n!r}.")
+    return n
+
+
+def _removal_drops(model, x, fill, subsets, target, batch_size, progress, desc):
+    """``(f(x), f(x with each subset set to fill))``: ``(B,)`` and ``(samples, B)``; call inside explaining."""
+    samples, batch = subsets.shape[:2]
+    flat = subsets.flatten(0, 1)
+
+    def rows(s: slice) -> torch.Tensor:
+        example = _examples(s, batch, x.device)
+        return torch.where(expand_features(flat[s], x), fill[example], x[example])
+
+    f_x = scores_of_rows(model, lambda s: x[s], batch, target, 1, batch, batch_size=batch_size)[0]
+    f_removed = scores_of_rows(model, rows, samples * batch, target, samples, batch, batch_size=batch_size,
+                               progress=progress, desc=desc)
+    return f_x, f_removed
+
+
 def _subset_correlation(model, x, attr, target, n, samples, baseline, seed, batch_size, progress, desc):
     check_int(samples, "samples", minimum=2)  # a correlation needs two points
-    attr = check_map_for_input(attr, x)
+    tokens = is_token_ids(x)
+    attr = check_token_map(attr, x) if tokens else check_map_for_input(attr, x)
     relevance = feature_relevance(attr, x)
-    features = relevance.shape[1]
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= features:
-        raise ValueError(f"the subset size must be an integer between 1 and the number of features ({features}), "
-                         f"got {n!r}.")
-    with explaining(model, x, target):
-        fill = resolve_baseline(x, baseline, seed=seed)
-        generator = torch.Generator().manual_seed(seed)
-        keys = torch.rand((samples, len(x), features), generator=generator, dtype=torch.float64).to(x.device)
-        subsets = torch.zeros(keys.shape, dtype=torch.bool, device=x.device)
-        subsets.scatter_(2, keys.topk(n, dim=2).indices, True)
-        flat = subsets.flatten(0, 1)
-        batch = len(x)
-
-        def rows(s: slice) -> torch.Tensor:
-            example = _examples(s, batch, x.device)
-            return torch.where(expand_features(flat[s], x), fill[example], x[example])
-
-        f_x = scores_of_rows(model, lambda s: x[s], batch, target, 1, batch, batch_size=batch_size)[0]
-        f_removed = scores_of_rows(model, rows, samples * batch, target, samples, batch, batch_size=batch_size,
-                                   progress=progress, desc=desc)
+    fill, removable = token_removal(model, x, baseline, name="baseline") if tokens else (None, None)
+    n = _subset_size(n, relevance, removable, "the subset size")
+    with explaining_ids(model, x, target) if tokens else explaining(model, x, target):
+        if not tokens:
+            fill = resolve_baseline(x, baseline, seed=seed)
+        subsets = _random_subsets(samples, relevance, n, seed, removable)
+        f_x, f_removed = _removal_drops(model, x, fill, subsets, target, batch_size, progress, desc)
     relevance_sums = (subsets * relevance.to(f_x)).sum(2)
     return _pearson(relevance_sums, f_x - f_removed)
 
@@ -193,7 +247,9 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, attr: torch.Tens
 
     Reference: ``bhatt2020evaluating``. Chapter 10.
     """
-    if subset_size is None:
+    if subset_size is None and is_token_ids(x):
+        subset_size = max(1, int(token_removal(model, x, baseline, name="baseline")[1].sum(1).min()) // 4)
+    elif subset_size is None:
         subset_size = max(1, feature_relevance(check_map_for_input(attr, x), x).shape[1] // 4)
     return _subset_correlation(model, x, attr, target, subset_size, samples, baseline, seed, batch_size, progress,
                                "faithfulness correlation")

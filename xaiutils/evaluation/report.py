@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.checks import check_choice, check_int, check_number
+from ._tokens import is_token_ids
 from ._utils import progress_bar, to_numpy
 from .complexity import entropy, sparseness
 from .curves import aopc, deletion, insertion
@@ -98,6 +99,18 @@ score the channel-summed, signed maps."""
 DEFAULT_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "integrated_gradients", "smoothgrad",
                    "grad_cam")
 
+TOKEN_SETTINGS: dict[str, dict] = {
+    "deletion": {"removal": "pad"},
+    "insertion": {"removal": "pad"},
+    "aopc": {"removal": "mask"},
+    "infidelity": {"perturbation": "subset", "baseline": "pad", "sigma": None},
+    "faithfulness_correlation": {"baseline": "pad"},
+}
+"""How the report card's metrics remove tokens when ``x`` holds token ids (``None``: the setting is
+dropped): deleted words become ``<pad>``, which the text models mask (ERASER's comprehensiveness and,
+for insertion, sufficiency: ``deyoung2020eraser``); AOPC flips words to ``<mask>``. Max-sensitivity,
+which perturbs a continuous input, is left out."""
+
 
 def random_map(model: nn.Module, x: torch.Tensor, target, *, seed: int = 0) -> torch.Tensor:
     """A control that knows nothing: seeded standard Gaussian noise of ``x``'s shape.
@@ -106,7 +119,8 @@ def random_map(model: nn.Module, x: torch.Tensor, target, *, seed: int = 0) -> t
     it beats this map (chapter 10). Because the noise is the same for every input, the robustness
     metrics (``max_sensitivity``) score it a perfect 0: stability alone is no evidence of quality.
     """
-    return torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()  # token ids get a float map
+    return torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(x.device)
 
 
 def available_methods() -> dict[str, Callable]:
@@ -159,10 +173,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
         model: the classifier (left unchanged).
         x, y: inputs and the labels; the maps explain the label ``y``.
         methods: names from :func:`available_methods` (default :data:`DEFAULT_METHODS`, without Grad-CAM
-            for a table ``(B, F)``; ``"random"`` is a control) or a dict ``name -> method(model, x, target) -> map``.
+            for a table ``(B, F)``; for token ids embedding IG, LRP and the control; ``"random"`` is a
+            control) or a dict ``name -> method(model, x, target) -> map``.
         metrics: names from :data:`METRICS` or a dict ``name -> Metric``; default every metric
             that applies (the localisation metrics only when ``masks`` is given; for a table ``(B, F)``,
-            insertion starts from zeros instead of a blurred image, and the settings column says so).
+            insertion starts from zeros instead of a blurred image; for token ids ``(B, T)``, words are
+            removed as :data:`TOKEN_SETTINGS` says and max-sensitivity is left out; the settings
+            column says so).
         masks: ground-truth masks ``(B, 1, H, W)`` for the localisation metrics.
         n_boot, seed: the bootstrap over examples (:func:`bootstrap_ci`).
         batch_size: rows per model pass, in the metrics and in every method that takes it.
@@ -175,8 +192,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     Reference: ``hedstrom2023quantus`` (a library of these metrics). Chapter 20.
     """
     check_int(n_boot, "n_boot")
-    table = isinstance(x, torch.Tensor) and x.dim() == 2
-    if table and methods is DEFAULT_METHODS:  # a table has no convolutional layer for Grad-CAM
+    tokens = is_token_ids(x)
+    table = not tokens and isinstance(x, torch.Tensor) and x.dim() == 2
+    if tokens and methods is DEFAULT_METHODS:
+        methods = _token_methods()
+    elif table and methods is DEFAULT_METHODS:  # a table has no convolutional layer for Grad-CAM
         methods = tuple(name for name in DEFAULT_METHODS if name != "grad_cam")
     methods = _resolve(methods, available_methods(), "method")
     if metrics is None:
@@ -184,6 +204,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
         if table:  # no image to blur: insertion starts from the zero input (the training mean of standardised features)
             metrics = {k: replace(v, settings={**v.settings, "removal": "zeros"}) if v.settings.get("removal") == "blur"
                        else v for k, v in metrics.items()}
+        if tokens:
+            metrics = {k: _for_tokens(v, TOKEN_SETTINGS.get(k, {})) for k, v in metrics.items()
+                       if v.kind != "method"}
     metrics = _resolve(metrics, METRICS, "metric")
     for metric_name, metric in metrics.items():
         if not isinstance(metric, Metric):
@@ -203,6 +226,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
                          "ci_low": low, "ci_high": high, "n": int((~np.isnan(values)).sum()),
                          "settings": metric.describe()})
     return pd.DataFrame(rows, columns=["method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "settings"])
+
+
+def _for_tokens(metric: Metric, changes: Mapping) -> Metric:
+    settings = {**metric.settings, **changes}
+    return replace(metric, settings={k: v for k, v in settings.items() if v is not None})
+
+
+def _token_methods() -> dict[str, Callable]:
+    """The default methods for token ids: those that take ids, and the random control."""
+    from ..attribution import lrp
+    from ..attribution.embeddings import embedding_integrated_gradients
+
+    return {"embedding_integrated_gradients": embedding_integrated_gradients, "lrp": lrp, "random": random_map}
 
 
 def _explain(method, model: nn.Module, x: torch.Tensor, y, batch_size: int | None) -> torch.Tensor:

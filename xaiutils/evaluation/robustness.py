@@ -33,6 +33,7 @@ from ..core.checks import check_input, check_int, check_number, check_positive
 from ..core.model_state import explaining
 from ..core.targets import Target
 from ..attribution.gradients import gradient
+from ._tokens import is_token_ids
 from ._utils import attributions_of_rows
 
 NOISES = ("uniform", "gaussian")
@@ -79,6 +80,11 @@ def _feature_norm(t: torch.Tensor, p: float, batch_dims: int) -> torch.Tensor:
 
 
 def _sensitivities(method, model, x, target, radius, samples, p, relative, seed, batch_size, progress, options):
+    if is_token_ids(x):
+        raise TypeError(f"the sensitivity metrics add noise in a ball of radius {radius} around x; x holds token ids "
+                        f"(dtype {x.dtype}), which have no such neighbourhood. They are not defined for token ids "
+                        "here; the faithfulness metrics (deletion, insertion, infidelity with perturbation='subset') "
+                        "remove tokens instead.")
     check_number(radius, "radius", minimum=0)
     delta = noise(x, samples, "uniform", radius, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
