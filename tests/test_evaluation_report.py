@@ -113,10 +113,10 @@ def test_bad_input(mnist_batch):
 
 
 def test_every_registry_method_and_a_random_control_are_available(mnist_batch):
-    from xaiutils.attribution import METHODS
+    from xaiutils.attribution import METHODS, TRANSFORMER_METHODS
 
     known = Rp.available_methods()
-    assert set(known) == set(METHODS) | {"random"}
+    assert set(known) == set(METHODS) | set(TRANSFORMER_METHODS) | {"random"}
     model, x, y = mnist_batch
     a, b = Rp.random_map(model, x, y), Rp.random_map(model, x + 1.0, y.flip(0))
     assert a.shape == x.shape and a.dtype == x.dtype and torch.equal(a, b)  # ignores the input and the target

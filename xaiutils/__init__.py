@@ -2,13 +2,13 @@
 
 The library of the book *Robust Explainability* (after ``nielsen2022robust``). Every method has
 the signature ``method(model, x, target, **options) -> Tensor`` and is listed in
-:data:`METHODS`.
+:data:`METHODS`, or, if it needs a transformer or token ids, in :data:`TRANSFORMER_METHODS`.
 """
 __version__ = "0.1.0"
 
-from .attribution import METHODS  # noqa: E402
+from .attribution import METHODS, TRANSFORMER_METHODS  # noqa: E402
 
-__all__ = ["METHODS", "__version__", "versions"]
+__all__ = ["METHODS", "TRANSFORMER_METHODS", "__version__", "versions"]
 
 
 def versions(packages=("torch", "torchvision", "numpy", "scipy", "matplotlib", "scikit-image")) -> str:

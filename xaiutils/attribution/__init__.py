@@ -5,7 +5,11 @@ raw, signed map of ``x``'s shape (the CAM family: ``(B, 1, H, W)``). Chapters, t
 benchmarks loop over :data:`METHODS`; calling an entry (``METHODS[name](model, x, target)``) applies
 its :attr:`Method.defaults`, the options that keep a sampled method practical in such a loop.
 
-``from xaiutils.attribution import *`` exports every function of the registry except ``lime``,
+The methods that need a transformer (the attention maps) or token ids (integrated gradients on
+embeddings) have their own registry, :data:`TRANSFORMER_METHODS`, with the same :class:`Method`
+entries and signature (chapters 15 and 16): looping over :data:`METHODS` on a CNN stays meaningful.
+
+``from xaiutils.attribution import *`` exports every function of both registries except ``lime``,
 which would shadow the ``lime`` package of a user who imported it: import it by name
 (``from xaiutils.attribution import lime``) or call ``METHODS["lime"]``.
 """
@@ -17,10 +21,12 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from .attention import attention_relevance, attention_rollout, raw_attention
 from .backprop import deconvnet, guided_backprop
 from .cam import cam, grad_cam, grad_cam_pp, guided_grad_cam, layer_cam, xgrad_cam
 from .fullgrad import fullgrad
 from .deeplift import deeplift
+from .embeddings import embedding_integrated_gradients
 from .gradients import gradient, gradient_x_input
 from .lrp import lrp
 from .noise import smoothgrad
@@ -60,14 +66,17 @@ class Patches:
 class Method:
     """One entry of the registry.
 
-    ``family``: gradient, backprop, path, noise, propagation, cam or perturbation.
+    ``family``: gradient, backprop, path, noise, propagation, cam or perturbation; attention for the
+    maps read from a transformer's attention.
     ``chapter``: the number of the chapter that teaches the method (2 to 7: Part I; 14, the uncertainty
-    of explanations; 17, tables, Shapley values and gradients), or, for a chapter that is planned but
+    of explanations; 15, transformers; 16, text; 17, tables, Shapley values and gradients), or, for a
+    chapter that is planned but
     not numbered yet, its name in :data:`PLANNED_CHAPTERS` (to be replaced by the number when the
     chapter exists).
     ``needs_layer``: explains the activations of a layer (``layer=`` option, with a default).
     ``needs_baseline``: compares ``x`` with a reference input (``baseline=`` or ``references=``).
-    ``map_shape``: ``"input"`` (``x``'s shape) or ``"layer"`` (``(B, 1, H, W)``, the CAM family).
+    ``map_shape``: ``"input"`` (``x``'s shape) or ``"layer"`` (``(B, 1, H, W)``, the CAM family; for
+    token ids ``(B, T)``, as the attention maps return).
     ``defaults``: options that calling the entry passes unless the caller gives them, so that a loop
     over the registry stays practical on the book's images (a :class:`Patches` value becomes the
     square sizes for ``x``). The function itself keeps its own defaults: ``shapley_values(model, x,
@@ -166,5 +175,20 @@ _ENTRIES = [
 
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}
 
-__all__ = ["METHODS", "Method", "PLANNED_CHAPTERS", "Patches",
-           *(name for name in METHODS if name in globals() and name != "lime"), "smoothgrad"]
+_TRANSFORMERS, _TEXT = 15, 16
+TRANSFORMER_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("raw_attention", raw_attention, "attention", "abnar2020quantifying", _TRANSFORMERS, map_shape="layer"),
+    Method("attention_rollout", attention_rollout, "attention", "abnar2020quantifying", _TRANSFORMERS,
+           map_shape="layer"),
+    Method("attention_relevance", attention_relevance, "attention", "chefer2021generic", _TRANSFORMERS,
+           map_shape="layer"),
+    Method("embedding_integrated_gradients", embedding_integrated_gradients, "path", "sundararajan2017axiomatic",
+           _TEXT, needs_baseline=True),
+]}
+"""The methods that need a transformer (attention maps: on a ViT ``(B, 1, H, W)``, on token ids
+``(B, T)``) or token ids (integrated gradients along a path of embeddings, ``(B, T)``). LRP, in
+:data:`METHODS`, explains both kinds of model with its transformer composites (chapter 15)."""
+
+__all__ = ["METHODS", "Method", "PLANNED_CHAPTERS", "Patches", "TRANSFORMER_METHODS",
+           *(name for name in (*METHODS, *TRANSFORMER_METHODS) if name in globals() and name != "lime"),
+           "smoothgrad"]

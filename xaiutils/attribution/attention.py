@@ -220,6 +220,8 @@ def _explain(model, x, target, combine, *, query, upsample, batch_size, gradient
                 raise ValueError("no attention layer ran in the forward pass; the model's nn.MultiheadAttention "
                                  "modules are not used.")
             _check_self_attention(calls)
+            if target is not None and not gradients:  # unused by the map, but a wrong target is still an error
+                select(output.detach(), rows_of(target, s))
             r = combine(calls, output, rows_of(target, s)).detach()
             return _read_query(r, calls[0].padding, query)
 

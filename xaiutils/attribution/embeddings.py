@@ -249,6 +249,7 @@ def embedding_integrated_gradients(model: nn.Module, input_ids: torch.Tensor, ta
             raise TypeError(f"{name} must be True or False; got {describe(flag)}.")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("xaiutils cannot explain inside torch.inference_mode(): attributions need autograd.")
+    check_token_ids(input_ids, "input_ids")  # ids at all, before asking the model for its embedding
     layer = _embedding_layer(model, embedding)
     vocab_size = _vocab_size(layer)
     ids = check_token_ids(input_ids, "input_ids", vocab_size)

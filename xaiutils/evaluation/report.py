@@ -126,13 +126,14 @@ def random_map(model: nn.Module, x: torch.Tensor, target, *, seed: int = 0) -> t
 def available_methods() -> dict[str, Callable]:
     """The methods :func:`evaluate` knows by name, ``name -> method(model, x, target)``.
 
-    Every entry of the registry :data:`xaiutils.attribution.METHODS`, called with its
+    Every entry of the registries :data:`xaiutils.attribution.METHODS` and
+    :data:`~xaiutils.attribution.TRANSFORMER_METHODS`, called with its
     :attr:`~xaiutils.attribution.Method.defaults` (e.g. exact Shapley values on a 3 x 3 grid of
     patches), and ``"random"``, the control :func:`random_map`.
     """
-    from ..attribution import METHODS
+    from ..attribution import METHODS, TRANSFORMER_METHODS
 
-    return {**METHODS, "random": random_map}
+    return {**METHODS, **TRANSFORMER_METHODS, "random": random_map}
 
 
 def _resolve(items, known: Mapping, kind: str) -> dict:
