@@ -98,7 +98,7 @@ ZOO: dict[str, Recipe] = {
     "mnist-random-labels": Recipe(MnistCNN, "mnist", (Phase(100, 5e-3),), labels="random",
                                   description="the training images with permuted labels, memorised"),
     "decoy-mnist-standard": Recipe(MnistCNN, "decoy_mnist", (Phase(60, 5e-3),),
-                                   description="a standard model on decoy MNIST: it comes to rely on the patch"),
+                                   description="a standard model on decoy MNIST: it comes to rely on the patch", seeds=3),
     "shapes-pgd": Recipe(ShapesResNet, "shapes", (
         Phase(6, 1e-3, loss=lambda seed: adversarial_loss(8 / 255, steps=4, seed=SEED_STRIDE * seed)),), start="shapes-standard",
         description="PGD adversarial training at epsilon = 8/255 (4 steps), fine-tuned from shapes-standard", seeds=3),
