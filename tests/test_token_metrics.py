@@ -152,3 +152,9 @@ def test_the_report_card_removes_words_on_a_text_transformer():
                        E.deletion(model, ids, attr, target, removal=model.pad_id).area)
     lrp(model, ids, target)
     assert_unchanged(model, before)
+    named = E.evaluate(model, ids, target, methods={"lrp": lrp}, metrics=["deletion", "infidelity"], n_boot=20,
+                       progress=False)  # metrics named by the caller remove words as the defaults do
+    assert dict(zip(named.metric, named.settings)) == {"deletion": settings["deletion"],
+                                                       "infidelity": settings["infidelity"]}
+    with pytest.raises(TypeError, match="token ids"):
+        E.evaluate(model, ids, target, methods={"lrp": lrp}, metrics=["max_sensitivity"], progress=False)

@@ -200,15 +200,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     elif table and methods is DEFAULT_METHODS:  # a table has no convolutional layer for Grad-CAM
         methods = tuple(name for name in DEFAULT_METHODS if name != "grad_cam")
     methods = _resolve(methods, available_methods(), "method")
+    named = not isinstance(metrics, Mapping)  # None or names: the library's own metrics and settings
     if metrics is None:
         metrics = {k: v for k, v in METRICS.items() if masks is not None or not v.needs_masks}
         if table:  # no image to blur: insertion starts from the zero input (the training mean of standardised features)
             metrics = {k: replace(v, settings={**v.settings, "removal": "zeros"}) if v.settings.get("removal") == "blur"
                        else v for k, v in metrics.items()}
-        if tokens:
-            metrics = {k: _for_tokens(v, TOKEN_SETTINGS.get(k, {})) for k, v in metrics.items()
-                       if v.kind != "method"}
+        if tokens:  # no noise ball around token ids
+            metrics = {k: v for k, v in metrics.items() if v.kind != "method"}
     metrics = _resolve(metrics, METRICS, "metric")
+    if tokens and named:
+        metrics = {k: _for_tokens(m, TOKEN_SETTINGS.get(k, {})) for k, m in metrics.items()}
     for metric_name, metric in metrics.items():
         if not isinstance(metric, Metric):
             raise TypeError(f"metric {metric_name!r} must be a Metric; got {type(metric).__name__}.")
