@@ -158,3 +158,28 @@ def test_the_report_card_removes_words_on_a_text_transformer():
                                                        "infidelity": settings["infidelity"]}
     with pytest.raises(TypeError, match="token ids"):
         E.evaluate(model, ids, target, methods={"lrp": lrp}, metrics=["max_sensitivity"], progress=False)
+
+
+def test_localisation_scores_a_token_map_against_a_rationale_within_the_valid_positions():
+    from sklearn.metrics import roc_auc_score
+
+    attr = torch.tensor([[9.0, 0.5, 3.0, -1.0, 2.0, 7.0, 7.0],
+                         [9.0, 4.0, 0.1, 0.2, 5.0, 0.0, 0.0]], dtype=torch.float64)
+    rationale = torch.tensor([[0, 0, 1, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    words = torch.tensor([[0, 1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0, 0]], dtype=torch.bool)  # no <cls>, no <pad>
+    # row 0: of the words, 3.0 is the largest and on the rationale; row 1: 5.0 is off it (4.0 is on)
+    assert E.pointing_game(attr, rationale, valid=words).tolist() == [1.0, 0.0]
+    assert E.pointing_game(attr, rationale).tolist() == [0.0, 0.0]  # without valid, <cls> (9.0) wins
+    mass = E.relevance_mass_accuracy(attr, rationale, valid=words)
+    assert torch.allclose(mass, torch.tensor([5.0 / 5.5, 4.0 / 9.3], dtype=torch.float64))
+    assert E.relevance_rank_accuracy(attr, rationale, valid=words).tolist() == [1.0, 0.0]
+    expected = [roc_auc_score(rationale[i][words[i]].numpy(), attr[i][words[i]].numpy()) for i in range(2)]
+    assert torch.allclose(E.auc(attr, rationale, valid=words), torch.tensor(expected, dtype=torch.float64))
+    with pytest.raises(ValueError, match="valid .* must have the mask's shape"):
+        E.auc(attr, rationale, valid=words[:, :3])
+    with pytest.raises(ValueError, match="tolerance is a distance in pixels"):
+        E.pointing_game(attr, rationale, tolerance=1.0, valid=words)
+    with pytest.raises(ValueError, match="covers the whole image \\(or every valid position\\)"):
+        E.auc(attr, rationale, valid=rationale)
+    with pytest.raises(ValueError, match="sequences of the same length"):
+        E.auc(attr, rationale[:, :5])

@@ -9,6 +9,11 @@ pixel by summing channels (signed); ``mask`` is ``(B, 1, H, W)`` or ``(B, H, W)`
 value is "inside"). The maps are used as they are: to score magnitudes rather than positive
 evidence, pass ``attr.abs()``. Every mask must have at least one pixel inside (and, for
 :func:`auc`, one outside): the metrics are undefined otherwise and raise ``ValueError``.
+
+Sequences work the same way (chapter 16): a token map ``(B, T)`` against a rationale ``(B, T)``.
+``valid`` (``(B, T)``, or any mask of the map's shape) limits every metric to the positions that
+count, e.g. the words of a review without ``<cls>`` and ``<pad>``; positions outside it are neither
+object nor background.
 """
 from __future__ import annotations
 
@@ -21,26 +26,37 @@ from torch.nn import functional as F
 from ._utils import check_map, pixel_map, to_numpy
 
 
-def _map_and_mask(attr, mask, *, need_outside: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    attr = check_map(attr)
+def _as_mask(mask, name: str, like: torch.Tensor) -> torch.Tensor:
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)
     if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}.")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}.")
+    m = mask.detach().to(like.device)
+    return (m.any(1) if m.dim() == 4 else m) != 0
+
+
+def _map_and_mask(attr, mask, *, need_outside: bool = False, valid=None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+    """``(map, mask, valid)``, each ``(B, H, W)`` or ``(B, T)``; ``valid`` all True unless given."""
+    attr = check_map(attr)
     a = pixel_map(attr) if attr.dim() == 4 else attr
-    m = mask.detach().to(a.device)
-    m = (m.any(1) if m.dim() == 4 else m) != 0
-    if a.dim() != 3 or m.shape != a.shape:
+    m = _as_mask(mask, "mask", a)
+    if a.dim() not in (2, 3) or m.shape != a.shape:
         raise ValueError(f"attr {tuple(attr.shape)} and mask {tuple(mask.shape)} must be image batches of the same "
-                         "height and width: attr (B, C, H, W) or (B, H, W), mask (B, 1, H, W) or (B, H, W).")
+                         "height and width: attr (B, C, H, W) or (B, H, W), mask (B, 1, H, W) or (B, H, W); or "
+                         "sequences of the same length: attr (B, T), mask (B, T).")
+    v = torch.ones_like(m) if valid is None else _as_mask(valid, "valid", a)
+    if v.shape != m.shape:
+        raise ValueError(f"valid {tuple(valid.shape)} must have the mask's shape {tuple(m.shape)}.")
+    m = m & v
     inside = m.flatten(1).sum(1)
     if (inside == 0).any():
-        raise ValueError(f"mask of example {int((inside == 0).nonzero()[0])} is empty; the localisation metrics "
-                         "are undefined without ground-truth pixels.")
-    if need_outside and (inside == m[0].numel()).any():
-        raise ValueError(f"mask of example {int((inside == m[0].numel()).nonzero()[0])} covers the whole image; "
-                         "the AUC needs pixels outside the object too.")
-    return a, m
+        raise ValueError(f"mask of example {int((inside == 0).nonzero()[0])} is empty (within valid); the "
+                         "localisation metrics are undefined without ground-truth pixels.")
+    if need_outside and (inside == v.flatten(1).sum(1)).any():
+        raise ValueError(f"mask of example {int((inside == v.flatten(1).sum(1)).nonzero()[0])} covers the whole "
+                         "image (or every valid position); the AUC needs pixels outside the object too.")
+    return a, m, v
 
 
 def _dilate(mask: torch.Tensor, radius: float) -> torch.Tensor:
@@ -52,7 +68,7 @@ def _dilate(mask: torch.Tensor, radius: float) -> torch.Tensor:
     return hits[:, 0] > 0
 
 
-def pointing_game(attr, mask, *, tolerance: float = 0.0) -> torch.Tensor:
+def pointing_game(attr, mask, *, tolerance: float = 0.0, valid=None) -> torch.Tensor:
     r"""1 if the map's maximum falls on the object, else 0.
 
     A *hit* when the pixel of largest relevance lies inside the mask, or within ``tolerance``
@@ -65,14 +81,17 @@ def pointing_game(attr, mask, *, tolerance: float = 0.0) -> torch.Tensor:
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}.")
-    a, m = _map_and_mask(attr, mask)
+    a, m, v = _map_and_mask(attr, mask, valid=valid)
     if tolerance > 0:
-        m = _dilate(m, tolerance)
-    top = a.flatten(1) == a.flatten(1).amax(1, keepdim=True)
+        if a.dim() != 3:
+            raise ValueError("tolerance is a distance in pixels, for image maps; use tolerance=0 for sequences.")
+        m = _dilate(m, tolerance) & v
+    a = a.masked_fill(~v, -torch.inf).flatten(1)
+    top = a == a.amax(1, keepdim=True)
     return (top & m.flatten(1)).any(1).double()
 
 
-def relevance_mass_accuracy(attr, mask, *, positive: bool = True) -> torch.Tensor:
+def relevance_mass_accuracy(attr, mask, *, positive: bool = True, valid=None) -> torch.Tensor:
     r"""The share of the relevance that falls on the object.
 
     .. math:: \mathrm{RMA} = \frac{R_{\text{within}}}{R_{\text{total}}}
@@ -86,12 +105,12 @@ def relevance_mass_accuracy(attr, mask, *, positive: bool = True) -> torch.Tenso
 
     Returns a ``(B,)`` tensor. Reference: ``arras2022clevr``. Chapter 11.
     """
-    a, m = _map_and_mask(attr, mask)
-    r = a.flatten(1).clamp_min(0) if positive else a.flatten(1)
-    return (r * m.flatten(1)).sum(1) / r.sum(1)
+    a, m, v = _map_and_mask(attr, mask, valid=valid)
+    r = (a.clamp_min(0) if positive else a) * v
+    return (r * m).flatten(1).sum(1) / r.flatten(1).sum(1)
 
 
-def relevance_rank_accuracy(attr, mask) -> torch.Tensor:
+def relevance_rank_accuracy(attr, mask, *, valid=None) -> torch.Tensor:
     r"""The share of the :math:`K` most relevant pixels that lie on the object, with :math:`K = |\text{mask}|`.
 
     .. math:: \mathrm{RRA} = \frac{|P_{\text{top-}K} \cap \text{mask}|}{K}
@@ -101,8 +120,8 @@ def relevance_rank_accuracy(attr, mask) -> torch.Tensor:
 
     Returns a ``(B,)`` tensor in :math:`[0, 1]`. Reference: ``arras2022clevr``. Chapter 11.
     """
-    a, m = _map_and_mask(attr, mask)
-    a, m = a.flatten(1), m.flatten(1)
+    a, m, v = _map_and_mask(attr, mask, valid=valid)
+    a, m = a.masked_fill(~v, -torch.inf).flatten(1), m.flatten(1)  # invalid positions rank last
     k = m.sum(1)
     order = torch.sort(a, dim=1, descending=True, stable=True).indices
     ranked_inside = m.gather(1, order)
@@ -110,7 +129,7 @@ def relevance_rank_accuracy(attr, mask) -> torch.Tensor:
     return (ranked_inside & top).sum(1).double() / k.double()
 
 
-def auc(attr, mask) -> torch.Tensor:
+def auc(attr, mask, *, valid=None) -> torch.Tensor:
     r"""The ROC AUC of the map as a pixel classifier of the mask.
 
     The probability that a random object pixel has higher relevance than a random background
@@ -125,9 +144,14 @@ def auc(attr, mask) -> torch.Tensor:
     """
     from scipy.stats import rankdata
 
-    a, m = _map_and_mask(attr, mask, need_outside=True)
-    ranks = torch.from_numpy(rankdata(to_numpy(a.flatten(1)), axis=1)).to(a.device)
-    m = m.flatten(1).to(a.device)
+    a, m, v = _map_and_mask(attr, mask, need_outside=True, valid=valid)
+    a, m, v = a.flatten(1), m.flatten(1), v.flatten(1)
+    if valid is None:
+        ranks = torch.from_numpy(rankdata(to_numpy(a), axis=1)).to(a.device)
+    else:  # rank the valid positions of each example among themselves
+        ranks = torch.zeros(a.shape, dtype=torch.float64, device=a.device)
+        for row in range(len(a)):
+            ranks[row, v[row]] = torch.from_numpy(rankdata(to_numpy(a[row, v[row]]))).to(a.device)
     positives = m.sum(1).double()
-    negatives = m.shape[1] - positives
+    negatives = v.sum(1).double() - positives
     return ((ranks * m).sum(1) - positives * (positives + 1) / 2) / (positives * negatives)
