@@ -120,8 +120,9 @@ def test_bad_token_inputs_get_messages_that_name_the_argument(bag):
         E.sensitivity_n(model, ids, exact, target, n=3, baseline="pad")
     with pytest.raises(ValueError, match=r"x\[1\] has no token to remove"):
         E.deletion(model, torch.tensor([[CLS, 5], [CLS, PAD]]), exact[:, :2], target, removal="pad")
-    with pytest.raises(TypeError, match="token ids.*have no such neighbourhood"):
-        E.max_sensitivity(lambda m, x, t: exact, model, ids, target)
+    for robustness in (E.max_sensitivity, E.avg_sensitivity, E.local_lipschitz, E.relative_input_stability):
+        with pytest.raises(TypeError, match="token ids.*have no such neighbourhood"):
+            robustness(lambda m, x, t: exact, model, ids, target)
     with pytest.raises(ValueError, match="token ids >= 0"):
         E.deletion(model, -ids, exact, target, removal="pad")
     plain = nn.Sequential(nn.Embedding(20, 2), nn.Flatten(), nn.Linear(16, 2)).eval()

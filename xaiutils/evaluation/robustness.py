@@ -79,12 +79,16 @@ def _feature_norm(t: torch.Tensor, p: float, batch_dims: int) -> torch.Tensor:
     return torch.linalg.vector_norm(t.flatten(batch_dims), ord=p, dim=-1)
 
 
-def _sensitivities(method, model, x, target, radius, samples, p, relative, seed, batch_size, progress, options):
+def _refuse_token_ids(x, scale: float) -> None:
     if is_token_ids(x):
-        raise TypeError(f"the sensitivity metrics add noise in a ball of radius {radius} around x; x holds token ids "
-                        f"(dtype {x.dtype}), which have no such neighbourhood. They are not defined for token ids "
-                        "here; the faithfulness metrics (deletion, insertion, infidelity with perturbation='subset') "
-                        "remove tokens instead.")
+        raise TypeError(f"the robustness metrics add noise of scale {scale} around x; x holds token ids (dtype "
+                        f"{x.dtype}), which have no such neighbourhood. They are not defined for token ids here; the "
+                        "faithfulness metrics (deletion, insertion, infidelity with perturbation='subset') remove "
+                        "tokens instead.")
+
+
+def _sensitivities(method, model, x, target, radius, samples, p, relative, seed, batch_size, progress, options):
+    _refuse_token_ids(x, radius)
     check_number(radius, "radius", minimum=0)
     delta = noise(x, samples, "uniform", radius, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
@@ -146,6 +150,7 @@ def local_lipschitz(method: Callable[..., torch.Tensor], model: nn.Module, x: to
     :math:`10^{-10}` to the denominator.
     Returns ``(B,)``. Reference: ``alvarezmelis2018robustness``. Chapter 12.
     """
+    _refuse_token_ids(x, sigma)
     delta = noise(x, samples, noise_kind, sigma, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
     ratio = _feature_norm(perturbed - original, p_map, 2) / _feature_norm(delta, p_input, 2)
@@ -174,6 +179,7 @@ def relative_input_stability(method: Callable[..., torch.Tensor], model: nn.Modu
     Returns ``(B,)``. Reference: ``agarwal2022rethinking``. Chapter 12.
     """
     check_positive(eps_min, "eps_min")
+    _refuse_token_ids(x, sigma)
     delta = noise(x, samples, noise_kind, sigma, seed)
     original, perturbed = _maps(method, model, x, target, delta, batch_size, progress, options)
 
