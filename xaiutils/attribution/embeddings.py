@@ -112,11 +112,16 @@ def _gradient(model: nn.Module, swap: _Swap, ids: torch.Tensor, points: torch.Te
 
 
 # ---------------------------------------------------------------------------- arguments
+def is_token_ids(x) -> bool:
+    """True for an integer tensor: a batch of token ids rather than a continuous input."""
+    return isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+
+
 def check_token_ids(ids, name: str = "input_ids", vocab_size: int | None = None) -> torch.Tensor:
     """``ids`` if it is a non-empty ``(B, T)`` integer tensor with values in ``[0, vocab_size)``."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of integer token ids (B, T); got {describe(ids)}.")
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+    if not is_token_ids(ids):
         raise TypeError(f"{name} must hold integer token ids; got dtype {ids.dtype}. Use {name}.long().")
     if ids.dim() != 2:
         hint = f" For a single sequence use {name}.unsqueeze(0)." if ids.dim() == 1 else ""

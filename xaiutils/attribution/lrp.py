@@ -46,7 +46,7 @@ from ..core.model_state import explaining
 from ..core.targets import Target, check_target, rows_of
 from . import _implicit
 from .lrp_transformer import ATTENTION_RULES, AttentionRules
-from .embeddings import _embedding_layer, _vocab_size, check_token_ids
+from .embeddings import _embedding_layer, _vocab_size, check_token_ids, is_token_ids
 from ._relevance import (AVERAGE_POOLINGS, CONVOLUTIONS, LAYERS, RESIDUALS, STABILISER, check_supported, identity,
                          negative, positive, propagate)
 
@@ -301,7 +301,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
     elif composite.attention is not None:
         check_choice(composite.attention, "Composite.attention", ATTENTION_RULES)
     attention = named_composite(composite).attention if isinstance(composite, str) else composite.attention
-    tokens = isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    tokens = is_token_ids(x)
     layer = None
     if tokens:
         layer = _embedding_layer(model, embedding)

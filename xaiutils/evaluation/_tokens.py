@@ -8,24 +8,22 @@ the model's ``special_ids`` (``<cls>`` and ``<pad>`` for :class:`xaiutils.text.T
 so that every perturbed sequence keeps its ``<cls>`` and its length.
 
 A map of token ids is ``(B, T)``, one relevance per token (what :func:`~xaiutils.attribution.lrp`
-and :func:`~xaiutils.attribution.embeddings.embedding_integrated_gradients` return for ids).
+and :func:`~xaiutils.attribution.embeddings.embedding_integrated_gradients` return for ids;
+:func:`._utils.check_map_for_input` checks it).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..attribution.embeddings import _check_keep, _kept, check_token_ids
+from ..attribution.embeddings import _check_keep, _kept, check_token_ids, is_token_ids
 from ..core.checks import check_int, describe
 from ..core.model_state import explaining
 from ..core.targets import Target, check_target
 
 TOKEN_REMOVALS = ("pad", "mask")
 
-
-def is_token_ids(x) -> bool:
-    """True for an integer tensor: a batch of token ids rather than a continuous input."""
-    return isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+__all__ = ["TOKEN_REMOVALS", "explaining_for", "is_token_ids", "token_removal"]
 
 
 def token_removal(model: nn.Module, x: torch.Tensor, removal, *, name: str = "removal"
@@ -57,21 +55,12 @@ def token_removal(model: nn.Module, x: torch.Tensor, removal, *, name: str = "re
     return torch.where(removable, token, x), removable
 
 
-def explaining_ids(model: nn.Module, x: torch.Tensor, target: Target):
-    """:func:`~xaiutils.core.model_state.explaining` for token ids: ``x`` is checked as ids, not as a continuous input."""
+def explaining_for(model: nn.Module, x: torch.Tensor, target: Target):
+    """:func:`~xaiutils.core.model_state.explaining` with ``x`` checked as what it is: token ids are checked
+    as ids (not refused as a non-float input), any other ``x`` as a continuous input."""
+    if not is_token_ids(x):
+        return explaining(model, x, target)
     check_token_ids(x, "x")
     if target is not None:
         check_target(target, len(x))
     return explaining(model)
-
-
-def check_token_map(attr, x: torch.Tensor, name: str = "attr") -> torch.Tensor:
-    """A ``(B, T)`` floating-point map of the token ids ``x``."""
-    from ._utils import check_map
-
-    attr = check_map(attr, name)
-    if attr.shape != x.shape:
-        raise ValueError(f"{name} of shape {tuple(attr.shape)} does not fit the token ids x of shape "
-                         f"{tuple(x.shape)}: give one relevance per token (B, T); sum an embedding-space map over "
-                         "its last dim.")
-    return attr.to(x.device)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attribution.embeddings import is_token_ids
 from ..core.batching import chunks
 from ..core.checks import check_input
 from ..core.targets import Target, as_index, repeat, rows_of, select
@@ -50,7 +51,15 @@ def check_pair(a, b, names: tuple[str, str] = ("a", "b")) -> tuple[torch.Tensor,
 
 
 def check_map_for_input(attr, x: torch.Tensor, name: str = "attr") -> torch.Tensor:
-    """A map that fits the input ``x``: ``x``'s shape, or ``(B, 1, H, W)`` for an image batch."""
+    """A map that fits the input ``x``: ``x``'s shape, or ``(B, 1, H, W)`` for an image batch; for token
+    ids ``(B, T)``, one relevance per token."""
+    if is_token_ids(x):
+        attr = check_map(attr, name)
+        if attr.shape != x.shape:
+            raise ValueError(f"{name} of shape {tuple(attr.shape)} does not fit the token ids x of shape "
+                             f"{tuple(x.shape)}: give one relevance per token (B, T); sum an embedding-space map "
+                             "over its last dim.")
+        return attr.to(x.device)
     check_input(x)
     attr = check_map(attr, name)
     one_channel = x.dim() == 4 and attr.shape == (x.shape[0], 1, *x.shape[2:])

@@ -23,7 +23,7 @@ from ..core.baselines import resolve_baseline
 from ..core.checks import check_choice, check_int, check_number
 from ..core.model_state import explaining
 from ..core.targets import Target
-from ._tokens import check_token_map, explaining_ids, is_token_ids, token_removal
+from ._tokens import explaining_for, is_token_ids, token_removal
 from ._utils import check_map_for_input, expand_features, feature_relevance, scores_of_rows
 
 ORDERS = ("most", "least", "random")
@@ -113,8 +113,8 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, ta
     """
     check_int(steps, "steps")
     tokens = is_token_ids(x)
-    attr = check_token_map(attr, x) if tokens else check_map_for_input(attr, x)
-    with explaining_ids(model, x, target) if tokens else explaining(model, x, target):
+    attr = check_map_for_input(attr, x)
+    with explaining_for(model, x, target):
         fraction = torch.arange(steps + 1, dtype=torch.float64) / steps
         if tokens:  # each sequence removes a fraction of its own content tokens
             fill, removable = token_removal(model, x, removal)

@@ -27,7 +27,7 @@ from ..core.baselines import resolve_baseline
 from ..core.checks import check_choice, check_int, check_number
 from ..core.model_state import explaining
 from ..core.targets import Target
-from ._tokens import check_token_map, explaining_ids, is_token_ids, token_removal
+from ._tokens import explaining_for, is_token_ids, token_removal
 from ._utils import check_map_for_input, expand_features, feature_relevance, scores_of_rows
 
 
@@ -148,12 +148,10 @@ def _token_infidelity(model, x, attr, target, perturbation, samples, size, basel
                          f"(remove random tokens, replaced by baseline='pad', 'mask' or a token id); got "
                          f"perturbation={perturbation!r}.")
     check_int(samples, "samples")
-    attr = check_token_map(attr, x)
+    attr = check_map_for_input(attr, x)
     fill, removable = token_removal(model, x, baseline, name="baseline")
-    if size is None:
-        size = max(1, int(removable.sum(1).min()) // 4)
-    size = _subset_size(size, attr, removable, "size")
-    with explaining_ids(model, x, target):
+    size = _subset_size(size, attr, removable, "size", quarter_by_default=True)
+    with explaining_for(model, x, target):
         subsets = _random_subsets(samples, attr, size, seed, removable)
         f_x, f_removed = _removal_drops(model, x, fill, subsets, target, batch_size, progress, "infidelity")
     return _squared_error((subsets * attr.to(f_x)).sum(2), f_x - f_removed, normalise)
@@ -177,8 +175,13 @@ def _random_subsets(samples: int, relevance: torch.Tensor, n: int, seed: int,
     return subsets.scatter_(2, keys.topk(n, dim=2).indices, True)
 
 
-def _subset_size(n, relevance: torch.Tensor, removable: torch.Tensor | None, name: str) -> int:
+def _subset_size(n, relevance: torch.Tensor, removable: torch.Tensor | None, name: str, *,
+                 quarter_by_default: bool = False) -> int:
+    """``n`` checked against the features (or removable tokens) of every example; with
+    ``quarter_by_default``, ``None`` is a quarter of them."""
     features = relevance.shape[1] if removable is None else int(removable.sum(1).min())
+    if n is None and quarter_by_default:
+        return max(1, features // 4)
     what = "the number of features" if removable is None else "the removable tokens of the shortest sequence"
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= features:
         raise ValueError(f"{name} must be an integer between 1 and {what} ({features}), got {n!r}.")
@@ -200,14 +203,15 @@ def _removal_drops(model, x, fill, subsets, target, batch_size, progress, desc):
     return f_x, f_removed
 
 
-def _subset_correlation(model, x, attr, target, n, samples, baseline, seed, batch_size, progress, desc):
+def _subset_correlation(model, x, attr, target, n, samples, baseline, seed, batch_size, progress, desc, *,
+                        quarter_by_default: bool = False):
     check_int(samples, "samples", minimum=2)  # a correlation needs two points
     tokens = is_token_ids(x)
-    attr = check_token_map(attr, x) if tokens else check_map_for_input(attr, x)
+    attr = check_map_for_input(attr, x)
     relevance = feature_relevance(attr, x)
     fill, removable = token_removal(model, x, baseline, name="baseline") if tokens else (None, None)
-    n = _subset_size(n, relevance, removable, "the subset size")
-    with explaining_ids(model, x, target) if tokens else explaining(model, x, target):
+    n = _subset_size(n, relevance, removable, "the subset size", quarter_by_default=quarter_by_default)
+    with explaining_for(model, x, target):
         if not tokens:
             fill = resolve_baseline(x, baseline, seed=seed)
         subsets = _random_subsets(samples, relevance, n, seed, removable)
@@ -247,11 +251,7 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, attr: torch.Tens
 
     Reference: ``bhatt2020evaluating``. Chapter 10.
     """
-    if subset_size is None and is_token_ids(x):
-        subset_size = max(1, int(token_removal(model, x, baseline, name="baseline")[1].sum(1).min()) // 4)
-    elif subset_size is None:
-        subset_size = max(1, feature_relevance(check_map_for_input(attr, x), x).shape[1] // 4)
     return _subset_correlation(model, x, attr, target, subset_size, samples, baseline, seed, batch_size, progress,
-                               "faithfulness correlation")
+                               "faithfulness correlation", quarter_by_default=True)
 
 

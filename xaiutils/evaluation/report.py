@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.checks import check_choice, check_int, check_number
-from ._tokens import is_token_ids
+from ..attribution.embeddings import is_token_ids
 from ._utils import progress_bar, to_numpy
 from .complexity import entropy, sparseness
 from .curves import aopc, deletion, insertion
@@ -98,6 +98,8 @@ score the channel-summed, signed maps."""
 
 DEFAULT_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "integrated_gradients", "smoothgrad",
                    "grad_cam")
+TOKEN_METHODS = ("embedding_integrated_gradients", "lrp", "random")
+"""The default methods for token ids: those that take ids, and the random control."""
 
 TOKEN_SETTINGS: dict[str, dict] = {
     "deletion": {"removal": "pad"},
@@ -196,7 +198,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
     tokens = is_token_ids(x)
     table = not tokens and isinstance(x, torch.Tensor) and x.dim() == 2
     if tokens and methods is DEFAULT_METHODS:
-        methods = _token_methods()
+        methods = TOKEN_METHODS
     elif table and methods is DEFAULT_METHODS:  # a table has no convolutional layer for Grad-CAM
         methods = tuple(name for name in DEFAULT_METHODS if name != "grad_cam")
     methods = _resolve(methods, available_methods(), "method")
@@ -234,14 +236,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, methods=DEFA
 def _for_tokens(metric: Metric, changes: Mapping) -> Metric:
     settings = {**metric.settings, **changes}
     return replace(metric, settings={k: v for k, v in settings.items() if v is not None})
-
-
-def _token_methods() -> dict[str, Callable]:
-    """The default methods for token ids: those that take ids, and the random control."""
-    from ..attribution import lrp
-    from ..attribution.embeddings import embedding_integrated_gradients
-
-    return {"embedding_integrated_gradients": embedding_integrated_gradients, "lrp": lrp, "random": random_map}
 
 
 def _explain(method, model: nn.Module, x: torch.Tensor, y, batch_size: int | None) -> torch.Tensor:

@@ -33,7 +33,7 @@ from ..core.checks import check_input, check_int, check_number, check_positive
 from ..core.model_state import explaining
 from ..core.targets import Target
 from ..attribution.gradients import gradient
-from ._tokens import is_token_ids
+from ..attribution.embeddings import is_token_ids
 from ._utils import attributions_of_rows
 
 NOISES = ("uniform", "gaussian")
