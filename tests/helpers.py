@@ -91,3 +91,27 @@ def assert_untouched(model: nn.Module, before: dict, x: torch.Tensor, x_before: 
     """:func:`assert_unchanged`, and the input tensor is as it was (values, no grad attached)."""
     assert_unchanged(model, before)
     assert torch.equal(x, x_before) and not x.requires_grad and x.grad is None
+
+
+def small_vit() -> tuple[nn.Module, torch.Tensor]:
+    """A random two-layer MNIST ViT (its head drawn, not torchvision's zeros) and four digits' worth of noise."""
+    from xaiutils.vit import MnistViT
+
+    torch.manual_seed(0)
+    model = MnistViT(layers=2, hidden=32, mlp=64).eval()
+    nn.init.normal_(model.heads.head.weight, std=0.3)  # torchvision starts the head at zero
+    return model, torch.rand(4, 1, 28, 28)
+
+
+def small_text_model(padded: bool = False) -> tuple[nn.Module, torch.Tensor]:
+    """A random two-layer text transformer (vocabulary 30) and three sequences of 8 ids starting with <cls>;
+    with ``padded`` the last sequence ends in two <pad>."""
+    from xaiutils.text import TextClassifier, TextConfig
+
+    torch.manual_seed(2)
+    ids = torch.randint(4, 30, (3, 8))
+    ids[:, 0] = 2
+    if padded:
+        ids[2, 6:] = 0
+    return TextClassifier(TextConfig(vocab_size=30, layers=2)).eval(), ids
+

@@ -7,23 +7,17 @@ import math
 
 import pytest
 import torch
-from helpers import assert_unchanged, snapshot
-from torch import nn
+from helpers import assert_unchanged, small_text_model, small_vit, snapshot
 
 from xaiutils import evaluation as E
 from xaiutils.attribution import integrated_gradients, lrp
 from xaiutils.attribution.attention import attention_relevance, attention_rollout
 from xaiutils.models import TabularMLP
-from xaiutils.text import TextClassifier, TextConfig
-from xaiutils.vit import MnistViT
 
 
 @pytest.fixture(scope="module")
 def vit():
-    torch.manual_seed(0)
-    model = MnistViT(layers=2, hidden=32, mlp=64).eval()
-    nn.init.normal_(model.heads.head.weight, std=0.3)  # torchvision starts the head at zero
-    return model, torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    return *small_vit(), torch.tensor([0, 1, 2, 3])
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +28,7 @@ def table():
 
 @pytest.fixture(scope="module")
 def text():
-    torch.manual_seed(2)
-    ids = torch.randint(4, 30, (3, 8))
-    ids[:, 0] = 2
-    return TextClassifier(TextConfig(vocab_size=30, layers=2)).eval(), ids, torch.tensor([0, 1, 1])
+    return *small_text_model(), torch.tensor([0, 1, 1])
 
 
 def finite(values) -> bool:

@@ -7,13 +7,12 @@ weights themselves. On it the deletion curve is known in closed form, infidelity
 subset correlations are 1."""
 import pytest
 import torch
-from helpers import assert_unchanged, snapshot
+from helpers import assert_unchanged, small_text_model, snapshot
 from torch import nn
 
 from xaiutils import evaluation as E
 from xaiutils.attribution import lrp
 from xaiutils.attribution.embeddings import embedding_integrated_gradients
-from xaiutils.text import TextClassifier, TextConfig
 
 PAD, CLS, MASK = 0, 2, 3
 
@@ -132,10 +131,7 @@ def test_bad_token_inputs_get_messages_that_name_the_argument(bag):
 
 
 def test_the_report_card_removes_words_on_a_text_transformer():
-    torch.manual_seed(2)
-    ids = torch.randint(4, 30, (3, 8))
-    ids[:, 0], ids[2, 6:] = CLS, PAD
-    model, target = TextClassifier(TextConfig(vocab_size=30, layers=2)).eval(), torch.tensor([0, 1, 1])
+    (model, ids), target = small_text_model(padded=True), torch.tensor([0, 1, 1])
     before = snapshot(model)
     card = E.evaluate(model, ids, target, n_boot=20, progress=False)
     assert set(card.method) == {"embedding_integrated_gradients", "lrp", "random"}

@@ -7,32 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_unchanged, mnist_cnn, snapshot
-from torch import nn
+from helpers import assert_unchanged, mnist_cnn, small_text_model, small_vit, snapshot
 
 from xaiutils import TRANSFORMER_METHODS
 from xaiutils.attribution import METHODS, attention, embeddings
 from xaiutils.evaluation import available_methods
-from xaiutils.text import TextClassifier, TextConfig
-from xaiutils.vit import MnistViT
 
 BIB = (Path(__file__).parents[1] / "book" / "references.bib").read_text()
 FAST = {"embedding_integrated_gradients": {"steps": 8}}
 ON_IMAGES = [name for name, m in TRANSFORMER_METHODS.items() if m.family == "attention"]
-
-
-def vit():
-    torch.manual_seed(0)
-    model = MnistViT(layers=2, hidden=32, mlp=64).eval()
-    nn.init.normal_(model.heads.head.weight, std=0.3)  # torchvision starts the head at zero
-    return model, torch.rand(3, 1, 28, 28)
-
-
-def text():
-    torch.manual_seed(2)
-    ids = torch.randint(4, 30, (3, 8))
-    ids[:, 0], ids[2, 6:] = 2, 0
-    return TextClassifier(TextConfig(vocab_size=30, layers=2)).eval(), ids
 
 
 def test_metadata_is_complete_and_apart_from_the_cnn_registry():
@@ -53,7 +36,8 @@ def test_metadata_is_complete_and_apart_from_the_cnn_registry():
 def test_contract_on_a_vision_and_a_text_transformer(name, kind):
     if kind == "vit" and name not in ON_IMAGES:
         pytest.skip("integrated gradients on embeddings takes token ids")
-    model, x = vit() if kind == "vit" else text()
+    model, x = small_vit() if kind == "vit" else small_text_model(padded=True)
+    x = x[:3]
     method, target = TRANSFORMER_METHODS[name], torch.tensor([0, 1, 1])
     before, x_before = snapshot(model), x.clone()
     model.train()  # explained in eval mode, with a warning, and given back in training mode
