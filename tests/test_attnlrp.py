@@ -409,7 +409,26 @@ def test_default_composite_is_attn_lrp_for_models_with_attention():
     assert torch.equal(lrp(vit, x, 2), lrp(vit, x, 2, composite="attn_lrp"))
     assert not torch.allclose(lrp(vit, x, 2), lrp(vit, x, 2, composite="cp_lrp"), rtol=1e-3)
     custom = Composite(dense=epsilon_rule(1e-6), conv=epsilon_rule(1e-6), attention="attn_lrp")
-    assert torch.equal(lrp(vit, x, 2, composite=custom), lrp(vit, x, 2, composite="attn_lrp"))
+    assert torch.equal(lrp(vit, x, 2, composite=custom), lrp(vit, x, 2, composite="attn_lrp", epsilon=1e-6))
+
+
+def test_transformer_composites_default_to_the_gradient_x_input_form(monkeypatch):
+    """Without an epsilon, "attn_lrp" and "cp_lrp" run without stabilisers, as gradient x input (lxt's form);
+    where that form does not apply (residual="gradient"), the explicit rules keep the stabiliser of 1e-6."""
+    from xaiutils.attribution import _implicit
+    vit, x = tiny_vit(), torch.randn(2, 3, 28, 28)
+    calls = []
+    original = _implicit.relevance
+    monkeypatch.setattr(_implicit, "relevance", lambda *a, **k: calls.append(1) or original(*a, **k))
+    for kind in ("attn_lrp", "cp_lrp"):
+        assert torch.equal(lrp(vit, x, 1, composite=kind), lrp(vit, x, 1, composite=kind, epsilon=0))
+    assert len(calls) == 4
+    explicit = lrp(vit, x, 1, residual="gradient")
+    assert len(calls) == 4
+    assert torch.equal(explicit, lrp(vit, x, 1, residual="gradient", epsilon=1e-6))
+    for bad in (-1e-3, float("nan"), float("inf"), "0", True):
+        with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0 \(or None for the default\); got"):
+            lrp(vit, x, 1, epsilon=bad)
 
 
 # ---------------------------------------------------------------------------- agreement with lxt
@@ -601,6 +620,67 @@ def test_implicit_form_equals_the_explicit_rules_without_stabilisers(kind, monke
         explicit = lrp(model, ids, torch.tensor([0, 1, 1]), composite=kind, epsilon=1e-15)
         fast = lrp(model, ids, torch.tensor([0, 1, 1]), composite=kind, epsilon=0.0)
         assert torch.allclose(fast, explicit, rtol=0, atol=1e-10 * explicit.abs().max().item())
+
+
+class CrossAndSelfAttention(nn.Module):
+    """Self-attention (Q, K, V in one product in the implicit form), then cross-attention to a memory of another
+    width with a padding mask (three products), and the activations whose ratio phi(x)/x has a closed form."""
+
+    def __init__(self, batch_first: bool, kdim: int | None):
+        super().__init__()
+        torch.manual_seed(11)
+        self.batch_first = batch_first
+        self.embed, self.memory = nn.Linear(6, 16), nn.Linear(6, kdim or 16)
+        self.self_attention = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+        self.cross_attention = nn.MultiheadAttention(16, 2, batch_first=batch_first, kdim=kdim, vdim=kdim)
+        self.mlp, self.act, self.head = nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        q, memory = self.embed(x[:, :3]), self.memory(x[:, 3:])
+        padding = torch.zeros(x.shape[0], memory.shape[1], dtype=torch.bool)
+        padding[0, -1] = True
+        if not self.batch_first:
+            q, memory = q.transpose(0, 1), memory.transpose(0, 1)
+        h = q + self.self_attention(q, q, q, need_weights=False)[0]
+        h = self.cross_attention(h, memory, memory, key_padding_mask=padding, need_weights=False)[0]
+        h = F.silu(self.act(h)) + F.gelu(self.mlp(h), approximate="tanh")
+        return self.head(h.mean(0 if not self.batch_first else 1))
+
+
+@pytest.mark.parametrize("batch_first, kdim", [(True, None), (False, None), (True, 5)])
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_implicit_form_equals_the_explicit_rules_on_cross_attention(batch_first, kdim, kind, monkeypatch):
+    """The implicit form's shortcuts (one product for Q, K and V in self-attention, the rule's factors folded
+    into the projections' backward weights, GELU's and SiLU's phi(x)/x without nan_to_num) against the
+    explicit rules with every stabiliser at 0, in float64; batch-second sequences and another key width too."""
+    from xaiutils.attribution import _implicit
+    model = CrossAndSelfAttention(batch_first, kdim).double().eval()
+    x, target = torch.randn(3, 7, 6, dtype=torch.float64), torch.tensor([0, 2, 1])
+    fast = lrp(model, x, target, composite=kind)
+    with monkeypatch.context() as patch:
+        patch.setattr(_implicit, "supports", lambda model: False)
+        patch.setattr(_relevance, "STABILISER", 0.0)
+        explicit = lrp(model, x, target, composite=kind, epsilon=0.0)
+    assert explicit.abs().max() > 1e-3
+    assert torch.allclose(fast, explicit, rtol=0, atol=1e-10 * explicit.abs().max().item())
+
+
+@pytest.mark.parametrize("activation", [F.gelu, nn.SiLU, torch.sigmoid, F.softplus])
+def test_identity_rule_gradient_is_phi_over_x_and_zero_at_zero(activation):
+    """The implicit identity rule's gradient is g * phi(x) / x, and 0 (not nan, not inf) where x is exactly 0,
+    for the activations with phi(0) = 0 and for those without (sigmoid, softplus)."""
+    from xaiutils.attribution import _implicit
+    phi = activation() if isinstance(activation, type) else activation
+    x = torch.tensor([-2.0, -1e-30, 0.0, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([1.0, 2.0, 3.0, -1.0, 0.5], dtype=torch.float64)
+    with torch.enable_grad():
+        y = _implicit._identity_rule(x, phi(x), activation)
+    (grad,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(y, phi(x.detach()))
+    expected = g * phi(x.detach()) / x.detach()
+    keep = torch.isfinite(expected) & (x != 0)
+    assert torch.allclose(grad[keep], expected[keep], rtol=1e-12, atol=0) and grad[2] == 0
+    assert torch.isfinite(grad).all()
 
 
 def test_implicit_form_agrees_with_lxt_and_leaves_the_model_as_it_was(lxt_efficient):

@@ -14,6 +14,10 @@ rules is the gradient of a slightly changed forward pass, times the input, becau
 * the identity rule on an element-wise activation :math:`y = \\phi(x)`: the gradient times
   :math:`\\phi(x) / x`.
 
+The factors of the uniform rule are linear in the gradient, so they are folded into the weights that the
+backward pass of the query, key and value projections multiplies by (:class:`_Projection`); in
+self-attention the three projections run as one matrix product.
+
 No step divides by a layer's output, so no stabiliser is needed and nothing is lost to one; the backward
 pass is an ordinary gradient. ``lrp(model, x, target, composite="attn_lrp", epsilon=0)`` runs this form;
 ``tests/test_attnlrp.py`` checks it against the explicit rules with their stabilisers at 0 and against lxt.
@@ -42,37 +46,62 @@ from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _P
 _WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE))
 
 
-class _ScaledGradient(torch.autograd.Function):
-    """The identity; its backward multiplies the gradient by ``factor``."""
+class _Projection(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` whose backward multiplies the gradient of the output columns from
+    ``start`` on by ``backward_weight``: a rule's factors folded into the weight, and the columns whose
+    gradient the rule discards skipped."""
 
     @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
+    def forward(ctx, x, weight, bias, backward_weight, start):
+        ctx.save_for_backward(backward_weight)
+        ctx.start = start
+        return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * ctx.factor, None
+        (weight,) = ctx.saved_tensors
+        return (grad[..., ctx.start:] if ctx.start else grad) @ weight, None, None, None, None
+
+
+def _project(x: torch.Tensor, weight: torch.Tensor, bias, factor: float) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` whose gradient is ``factor`` times the plain one (none for 0)."""
+    if factor == 0:
+        return F.linear(x.detach(), weight, bias)
+    return _Projection.apply(x, weight, bias, weight * factor if factor != 1 else weight, 0)
 
 
 class _IdentityRule(torch.autograd.Function):
     """``y = phi(x)`` (computed by the caller) whose gradient is ``phi(x) / x``: relevance passes unchanged
-    (0 where ``x`` is 0). ``y`` comes in detached and is returned itself, without a copy."""
+    (0 where ``x`` is 0). ``bounded`` says that ``phi(0) = 0`` and ``phi(x) / x`` stays bounded near 0 (GELU,
+    SiLU, ReLU, tanh, ...), so that only an exact 0 needs care; otherwise (sigmoid, softplus) the ratio's
+    infinities become 0 too. ``y`` comes in detached and is returned itself, without a copy."""
 
     @staticmethod
-    def forward(ctx, x, y):
+    def forward(ctx, x, y, bounded):
         ctx.save_for_backward(x, y)
+        ctx.bounded = bounded
         ctx.mark_dirty(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         x, y = ctx.saved_tensors
-        return grad * torch.nan_to_num(y / x, nan=0.0, posinf=0.0, neginf=0.0), None
+        if not ctx.bounded:
+            return grad * torch.nan_to_num(y / x, nan=0.0, posinf=0.0, neginf=0.0), None, None
+        grad = (grad * y).div_(x)
+        if not x.all():  # one reduction instead of nan_to_num's pass over the result
+            grad.masked_fill_(x == 0, 0.0)
+        return grad, None, None
 
 
-def _identity_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return _IdentityRule.apply(x, y.detach())
+# activations with phi(0) = 0 and phi(x) / x bounded near 0
+_BOUNDED = frozenset((F.gelu, F.silu, F.relu, torch.relu, torch.tanh, torch.Tensor.tanh, F.elu, F.selu, F.celu,
+                      F.leaky_relu, F.mish, F.hardswish, F.relu6, nn.GELU, nn.SiLU, nn.ReLU, nn.LeakyReLU, nn.PReLU,
+                      nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Tanh, nn.Hardswish))
+
+
+def _identity_rule(x: torch.Tensor, y: torch.Tensor, activation) -> torch.Tensor:
+    return _IdentityRule.apply(x, y.detach(), activation in _BOUNDED)
 
 
 class _LayerNormHeldSigma(torch.autograd.Function):
@@ -102,19 +131,28 @@ def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_pad
                        kind: str = "attn_lrp") -> torch.Tensor:
     """``module(query, key, value, ...)[0]`` computed so that its gradient x input is AttnLRP (``kind``
     "attn_lrp") or CP-LRP ("cp_lrp") without stabilisers."""
+    constant = kind == "cp_lrp"
+    # AttnLRP: half of AV's relevance to A, and half of that to each of Q and K; CP-LRP: all of it to V
+    factors = (0.0, 0.0, 1.0) if constant else (0.25, 0.25, 0.5)
+    packed = query is key is value and module._qkv_same_embed_dim
     if not module.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     (w_q, w_k, w_v), (b_q, b_k, b_v) = _projection_weights(module)
     batch, length, heads, width = query.shape[0], query.shape[1], module.num_heads, module.head_dim
     scale = width ** -0.5
-    constant = kind == "cp_lrp"
+    w_q, b_q = w_q * scale, None if b_q is None else b_q * scale
+    if packed:  # self-attention: Q, K and V in one matrix product, each with its factor in the backward weight
+        bias = None if b_q is None else torch.cat((b_q, b_k, b_v))
+        start = 2 * module.embed_dim if constant else 0
+        backward = w_v if constant else torch.cat([w * f for w, f in zip((w_q, w_k, w_v), factors)])
+        qkv = _Projection.apply(query, torch.cat((w_q, w_k, w_v)), bias, backward, start)
+        q, k, v = qkv.unflatten(-1, (3, heads, width)).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d)
+    else:
+        q, k, v = (_project(t, w, b, f) for t, w, b, f in zip((query, key, value), (w_q, w_k, w_v),
+                                                                (b_q, b_k, b_v), factors))
+        q, k, v = (t.unflatten(-1, (heads, width)).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
     if constant:
-        query, key = query.detach(), key.detach()
-    q = F.linear(query, w_q * scale, None if b_q is None else b_q * scale)
-    k, v = F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
-    if not constant:  # half of AV's relevance to A, and half of that to each of Q and K: the gradient is linear
-        q, k, v = _ScaledGradient.apply(q, 0.25), _ScaledGradient.apply(k, 0.25), _ScaledGradient.apply(v, 0.5)
-    q, k, v = (t.reshape(batch, t.shape[1], heads, width).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        q, k = q.detach(), k.detach()
     blocked = _blocked(attn_mask, "attn_mask")
     if blocked is not None and blocked.dim() == 3:
         blocked = blocked.reshape(-1, heads, *blocked.shape[-2:])
@@ -138,7 +176,7 @@ def _layer_norm_forward(replaced: _ReplacedForward, x):
 
 
 def _activation_hook(module, args, out):
-    return _identity_rule(args[0], out)
+    return _identity_rule(args[0], out, type(module))
 
 
 class _ImplicitFunctions(TorchFunctionMode):
@@ -155,7 +193,7 @@ class _ImplicitFunctions(TorchFunctionMode):
         if func not in _WATCHED or self.inside_attention or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         if func in _ELEMENTWISE and args and _tracked(args[0]):
-            return _identity_rule(args[0], func(*args, **kwargs))
+            return _identity_rule(args[0], func(*args, **kwargs), func)
         if func is F.layer_norm and args and _tracked(args[0]):
             bound = inspect.signature(F.layer_norm).bind(*args, **kwargs).arguments
             return _layer_norm(bound["input"], tuple(bound["normalized_shape"]), bound.get("weight"),

@@ -26,7 +26,7 @@ pooling and residual additions share it in proportion to their inputs (or, with
 ``residual="gradient"``, an addition copies it to both branches), and a BatchNorm that follows a
 linear layer is merged into it (:mod:`._canonize`). The composites "attn_lrp" and "cp_lrp" add the rules
 of AttnLRP and CP-LRP for LayerNorm, attention and GELU (:mod:`.lrp_transformer`, and :mod:`._implicit` for
-``epsilon=0``; chapter 15), so that vision transformers and text classifiers are explained by the same mechanism.
+``epsilon=0``, their default; chapter 15), so that vision transformers and text classifiers are explained by the same mechanism.
 References: ``bach2015pixel`` (LRP, epsilon, alpha-beta), ``montavon2017explaining`` (z+, z^B),
 ``montavon2019layer`` (gamma, composites), ``lapuschkin2019unmasking`` (flat), ``anders2021software``
 (Zennit), ``ancona2018towards`` (epsilon-LRP with epsilon -> 0 is gradient x input on ReLU networks;
@@ -235,8 +235,16 @@ def _bounds(value, x: torch.Tensor, name: str):
 
 
 # ---------------------------------------------------------------------------- the entry point
+def _epsilon(epsilon, default: float) -> float:
+    if epsilon is None:
+        return default
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
+        raise ValueError(f"epsilon must be a finite number >= 0 (or None for the default); got {epsilon!r}.")
+    return float(epsilon)
+
+
 def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[str, Composite, None] = None,
-        epsilon: float = 1e-6, gamma: float = 0.25, low=None, high=None, residual: str = "proportional",
+        epsilon: float | None = None, gamma: float = 0.25, low=None, high=None, residual: str = "proportional",
         embedding: nn.Module | str | None = None, batch_size: int | None = None) -> torch.Tensor:
     """Layer-wise relevance propagation of the score :math:`f_c(x)` to the input.
 
@@ -263,10 +271,13 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
             :func:`flat_rule`, :func:`zbox_rule`. Default: ``"attn_lrp"`` for a model with an
             ``nn.MultiheadAttention``, else ``"epsilon_plus"`` (which refuses a LayerNorm: pass
             ``"attn_lrp"`` for its rule).
-        epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6). With
-            ``"attn_lrp"`` or ``"cp_lrp"``, ``epsilon=0`` removes every stabiliser, and the relevance is
-            computed as gradient x input of a modified forward pass (:mod:`._implicit`, lxt's efficient
-            form), which divides by nothing and runs at about the cost of one gradient.
+        epsilon: the epsilon of the epsilon rule (the other rules use a fixed stabiliser of 1e-6); default
+            1e-6, and 0 with ``"attn_lrp"`` or ``"cp_lrp"``. There ``epsilon=0`` removes every stabiliser and
+            the relevance is computed as gradient x input of a modified forward pass (:mod:`._implicit`, lxt's
+            efficient form), which divides by nothing and runs at about the cost of one gradient; a positive
+            epsilon carries relevance through the explicit rules of :mod:`.lrp_transformer`, layer by layer,
+            with that stabiliser (also the default where the implicit form does not apply: a model with
+            BatchNorm, or ``residual="gradient"``).
         gamma: the gamma of the gamma rule.
         low, high: the bounds of the z^B rule, floats or tensors broadcastable to ``x`` (e.g.
             ``(1, C, 1, 1)`` for per-channel bounds of normalised images). Default: the smallest and
@@ -312,10 +323,11 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
     with explaining(model, None if tokens else x, target) as hooks:
         check_supported(model, attention is not None)
         low, high = _bounds(low, x, "low"), _bounds(high, x, "high")
-        rules = None if attention is None else AttentionRules(attention, epsilon)
-
-        implicit = (isinstance(composite, str) and composite in TRANSFORMER_COMPOSITES and epsilon == 0
+        implicit = (isinstance(composite, str) and composite in TRANSFORMER_COMPOSITES
                     and residual == "proportional" and _implicit.supports(model))
+        epsilon = _epsilon(epsilon, 0.0 if implicit else STABILISER)
+        implicit = implicit and epsilon == 0
+        rules = None if attention is None else AttentionRules(attention, epsilon)
 
         def explain(rows: torch.Tensor, chunk: slice) -> torch.Tensor:
             if implicit:
