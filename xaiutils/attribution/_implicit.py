@@ -38,12 +38,26 @@ from ..core.model_state import HookList
 from ..core.targets import Target, select
 from ._canonize import BATCHNORM
 from ._relevance import ACTIVATIONS, _embedding_leaf
-from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, _ReplacedForward,
-                              _attention_replacement, _blocked, _linear_in_one, _projection_weights, _tracked,
-                              check_attention)
+from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, NO_RULE_HINT,
+                              _ReplacedForward, _attention_replacement, _blocked, _linear_in_one, _projection_weights,
+                              _tracked, check_attention, sdpa_arguments)
 
 # the functions that get a rule or a check; every other call (F.linear, reshapes, ...) passes straight through
-_WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE))
+_WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE,
+                      F.scaled_dot_product_attention))
+
+
+class _ScaledGradient(torch.autograd.Function):
+    """The identity; its backward multiplies the gradient by ``factor``."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
 
 
 class _Projection(torch.autograd.Function):
@@ -170,6 +184,21 @@ def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_pad
     return out if module.batch_first else out.transpose(0, 1)
 
 
+def implicit_sdpa(args, kwargs, kind: str) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(*args, **kwargs)``, torch's fused kernel itself, with the gradient of
+    AttnLRP (a quarter to the query and to the key, half to the value) or CP-LRP (the query and key detached,
+    so only the value's path remains: the attention weights are constants)."""
+    a = sdpa_arguments(args, kwargs)
+    query, key, value = a["query"], a["key"], a["value"]
+    if kind == "cp_lrp":
+        query, key = query.detach(), key.detach()
+    else:
+        query, key, value = (_ScaledGradient.apply(query, 0.25), _ScaledGradient.apply(key, 0.25),
+                             _ScaledGradient.apply(value, 0.5))
+    mask = None if a["blocked"] is None else ~a["blocked"]
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=a["scale"])
+
+
 def _layer_norm_forward(replaced: _ReplacedForward, x):
     m = replaced.module
     return _layer_norm(x, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
@@ -184,9 +213,9 @@ class _ImplicitFunctions(TorchFunctionMode):
     with sigma detached; the plain gradient for what is linear in the input; a refusal, with the explicit
     rules' message, for what no rule covers."""
 
-    def __init__(self):
+    def __init__(self, kind: str):
         super().__init__()
-        self.inside_attention = 0
+        self.inside_attention, self.kind = 0, kind
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -205,9 +234,11 @@ class _ImplicitFunctions(TorchFunctionMode):
                 raise ValueError(f"lrp has no rule for {func.__name__} when a constant broadcasts the input from "
                                  f"{tuple(args[position].shape)} to {tuple(z.shape)}.")
             return z
+        if func is F.scaled_dot_product_attention and any(map(_tracked, (*args, *kwargs.values()))):
+            return implicit_sdpa(args, kwargs, self.kind)
         if func in _NO_RULE and sum(map(_tracked, args)) >= (2 if func in _PRODUCTS else 1):
             raise ValueError(f"lrp has no rule for {_NO_RULE[func]} called as a function in the model's forward: "
-                             "AttnLRP covers attention computed by nn.MultiheadAttention only.")
+                             f"{NO_RULE_HINT}")
         return func(*args, **kwargs)
 
 
@@ -218,7 +249,7 @@ def supports(model: nn.Module) -> bool:
 
 @contextmanager
 def _modified(model: nn.Module, kind: str, hooks: HookList) -> Iterator[None]:
-    mode = _ImplicitFunctions()
+    mode = _ImplicitFunctions(kind)
 
     def enter(module, args):
         mode.inside_attention += 1

@@ -261,7 +261,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: Target, *, composite: Union[s
             composites also ``nn.LayerNorm``, ``nn.MultiheadAttention`` (its own forward, boolean or
             0/-inf masks), GELU as a function and functions linear in the input (constants added,
             scaling, sums): torchvision's ``VisionTransformer``, ``nn.TransformerEncoderLayer`` and
-            :class:`xaiutils.text.TextClassifier`. A softmax or matmul written in the forward is refused.
+            :class:`xaiutils.text.TextClassifier`; attention written as a call of
+            ``F.scaled_dot_product_attention`` (timm-style blocks) gets the same rules. A softmax or matmul
+            written in the forward is refused.
         x: input batch ``(B, ...)``, or ``(B, T)`` integer token ids for a model with an embedding layer.
         target: int, ``(B,)`` tensor of class indices, or a callable ``output -> (B,)``.
         composite: one of :data:`COMPOSITES` ("epsilon", "epsilon_plus", "epsilon_plus_flat",

@@ -25,7 +25,8 @@ through :math:`Q K^{\\top}` and the softmax, and :math:`A V` is a linear map of 
 Every rule is an autograd function whose backward carries relevance (the mechanism of
 :mod:`._relevance`). ``nn.MultiheadAttention`` computes inside one functional call, so while explaining, its forward is
 replaced by a computation from its parameters with these rules (:func:`attention_forward`; its
-projections get the epsilon rule) that gives the same output. The rules of functions (GELU, ``+`` of a constant) act
+projections get the epsilon rule) that gives the same output. Attention written as a call of
+``F.scaled_dot_product_attention`` (timm-style blocks) gets the same rules on that call (:func:`sdpa_rule`). The rules of functions (GELU, ``+`` of a constant) act
 inside :func:`transformer_functions` (``F.layer_norm`` too); there, a softmax, a product of two tensors
 outside ``nn.MultiheadAttention``, and other non-linear functions (``exp``, ``sqrt``, ``pow``, ``var``, ...)
 are refused, since no rule would apply to them.
@@ -46,7 +47,7 @@ from ..core.model_state import HookList
 from ._relevance import STABILISER, _DivideByOutput, _Pass, _TimesInput, stabilise
 
 __all__ = ["ATTENTION_RULES", "AttentionRules", "layer_norm_rule", "softmax_rule", "matmul_rule", "epsilon_linear",
-           "attention_forward", "check_attention", "attach_attention", "transformer_functions"]
+           "attention_forward", "sdpa_rule", "check_attention", "attach_attention", "transformer_functions"]
 
 ATTENTION_RULES = ("attn_lrp", "cp_lrp")
 
@@ -238,6 +239,44 @@ def _rules_attention(module, query, key, value, key_padding_mask, attn_mask, *, 
     return attention_forward(module, query, key, value, key_padding_mask, attn_mask, rules)
 
 
+def sdpa_arguments(args, kwargs) -> dict:
+    """The arguments of a ``F.scaled_dot_product_attention`` call, checked for what the rules cover, with
+    ``blocked`` (True where a query may not attend; None for none) and ``scale`` resolved."""
+    a = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"), args))
+    a = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False, **a, **kwargs}
+    if a["dropout_p"] or a["enable_gqa"]:
+        raise ValueError("lrp's attention rules cover scaled_dot_product_attention without dropout and without "
+                         f"grouped-query attention; got dropout_p={a['dropout_p']}, enable_gqa={a['enable_gqa']} "
+                         "(call model.eval(), and repeat the key and value heads).")
+    mask = a["attn_mask"]  # here True means *may attend*, the opposite of nn.MultiheadAttention's masks
+    blocked = ~mask if mask is not None and mask.dtype == torch.bool else _blocked(mask, "attn_mask")
+    if a["is_causal"]:
+        length, source = a["query"].shape[-2], a["key"].shape[-2]
+        causal = ~torch.ones(length, source, dtype=torch.bool, device=a["query"].device).tril()
+        blocked = causal if blocked is None else blocked | causal
+    a["blocked"] = blocked
+    a["scale"] = a["query"].shape[-1] ** -0.5 if a["scale"] is None else a["scale"]
+    return a
+
+
+def sdpa_rule(args, kwargs, rules: AttentionRules) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(*args, **kwargs)`` recomputed with the rules of
+    :func:`attention_forward`, for attention written with torch's fused function (timm-style blocks).
+    The scaling of the query by ``scale`` passes relevance on unchanged."""
+    a = sdpa_arguments(args, kwargs)
+    query, key, value = a["query"], a["key"], a["value"]
+    constant = rules.kind == "cp_lrp"
+    if constant:
+        q, key = query.detach() * a["scale"], key.detach()
+    else:  # a scaling passes each entry's relevance on unchanged (the epsilon rule without a stabiliser)
+        q = _Pass.apply(query, (query * a["scale"]).detach())
+    scores = matmul_rule(q, key.transpose(-2, -1), 0.5, rules.epsilon)
+    if a["blocked"] is not None:
+        scores = scores.masked_fill(a["blocked"], float("-inf"))
+    weights = torch.softmax(scores, -1).detach() if constant else _SoftmaxRule.apply(scores, -1, a["blocked"] is not None)
+    return matmul_rule(weights, value, 0.0 if constant else 0.5, rules.epsilon)
+
+
 def _layer_norm_hook(rules: AttentionRules, module, args, output):
     return layer_norm_rule(args[0], module, rules.epsilon)
 
@@ -266,8 +305,7 @@ _IN_PLACE = {torch.Tensor.add_: torch.add, torch.Tensor.__iadd__: torch.add, tor
              torch.Tensor.div_: torch.div, torch.Tensor.__itruediv__: torch.div}
 _REDUCTIONS = (torch.sum, torch.Tensor.sum, torch.mean, torch.Tensor.mean, torch.neg, torch.Tensor.__neg__)
 _NO_RULE = {torch.softmax: "softmax", torch.Tensor.softmax: "softmax", F.softmax: "softmax",
-            torch.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.bmm: "bmm", torch.einsum: "einsum",
-            F.scaled_dot_product_attention: "scaled_dot_product_attention"}
+            torch.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.bmm: "bmm", torch.einsum: "einsum"}
 _NO_RULE.update({f: "a product of two tensors that both depend on the input" for f in _PRODUCTS})
 _NONLINEAR = (torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.sqrt, torch.Tensor.sqrt, torch.rsqrt,
               torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, torch.erf, torch.Tensor.erf,
@@ -327,10 +365,16 @@ class _TransformerFunctions(TorchFunctionMode):
                 return _DivideByOutput.apply(z, z.detach(), self.rules.epsilon)
             raise ValueError(f"lrp has no rule for {func.__name__} when a constant broadcasts the input from "
                              f"{tuple(args[position].shape)} to {tuple(z.shape)}.")
+        if func is F.scaled_dot_product_attention and any(map(_tracked, (*args, *kwargs.values()))):
+            return sdpa_rule(args, kwargs, self.rules)
         if func in _NO_RULE and sum(map(_tracked, args)) >= (2 if func in _PRODUCTS else 1):
             raise ValueError(f"lrp has no rule for {_NO_RULE[func]} called as a function in the model's forward: "
-                             "AttnLRP covers attention computed by nn.MultiheadAttention only.")
+                             f"{NO_RULE_HINT}")
         return func(*args, **kwargs)
+
+
+NO_RULE_HINT = ("AttnLRP covers attention computed by nn.MultiheadAttention or by F.scaled_dot_product_attention "
+                "only.")
 
 
 @contextmanager
