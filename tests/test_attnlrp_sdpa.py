@@ -1,5 +1,6 @@
-"""AttnLRP and CP-LRP on attention written with F.scaled_dot_product_attention (as timm's blocks write it):
-the same relevance as the same weights in nn.MultiheadAttention, in both forms; and what the rules do not cover."""
+"""AttnLRP and CP-LRP on what a model writes as function calls: attention as F.scaled_dot_product_attention
+(as timm's blocks write it) gives the same relevance as the same weights in nn.MultiheadAttention, in both
+forms; F.linear and F.conv1d outside their modules get the epsilon rule; and what the rules do not cover."""
 import pytest
 import torch
 from helpers import assert_unchanged, snapshot
@@ -109,3 +110,44 @@ def test_what_the_fused_rules_do_not_cover_is_refused(call, message, epsilon):
     with pytest.raises(ValueError, match=message):
         lrp(model, X.float(), TARGET, composite="attn_lrp", epsilon=epsilon)
     assert_unchanged(model, before)
+
+
+class FunctionalLayers(nn.Module):
+    """Layers called as functions (F.linear, F.conv1d) on the parameters of modules that are not called."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.embed, self.conv = nn.Linear(6, 16), nn.Conv1d(16, 16, 3, bias=False)
+        self.norm, self.attention = nn.LayerNorm(16), nn.MultiheadAttention(16, 4, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = F.linear(x, self.embed.weight, self.embed.bias)
+        h = h + F.conv1d(h.transpose(1, 2), self.conv.weight, padding=1).transpose(1, 2)
+        h = h + self.attention(*(self.norm(h),) * 3, need_weights=False)[0]
+        return self.head(F.gelu(h).mean(1))
+
+
+@pytest.mark.parametrize("kind", ["attn_lrp", "cp_lrp"])
+def test_layers_called_as_functions_get_the_epsilon_rule(kind, monkeypatch):
+    """The explicit rules give F.linear and F.conv1d called outside a module the epsilon rule (they passed the
+    relevance through as a gradient before); with every stabiliser at 0 they equal the default form, whose
+    plain gradient is right for them."""
+    model = FunctionalLayers().double().eval()
+    fast = lrp(model, X, TARGET, composite=kind)
+    monkeypatch.setattr(_implicit, "supports", lambda model: False)
+    monkeypatch.setattr(_relevance, "STABILISER", 0.0)
+    explicit = lrp(model, X, TARGET, composite=kind, epsilon=0.0)
+    assert explicit.abs().max() > 1e-3
+    assert torch.allclose(fast, explicit, rtol=0, atol=1e-10 * explicit.abs().max().item())
+
+
+def test_a_layer_function_whose_weight_depends_on_the_input_is_refused():
+    class InputWeight(FunctionalLayers):
+        def forward(self, x):
+            h = self.embed(x)
+            return self.head(F.linear(h, h[:, :16]).mean(1)[:, :16])
+
+    with pytest.raises(ValueError, match="no rule for linear with a weight that depends on the input"):
+        lrp(InputWeight().eval(), X.float(), TARGET, composite="attn_lrp", epsilon=1e-6)

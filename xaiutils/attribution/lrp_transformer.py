@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..core.model_state import HookList
-from ._relevance import STABILISER, _DivideByOutput, _Pass, _TimesInput, stabilise
+from ._relevance import LAYERS, STABILISER, _DivideByOutput, _Pass, _TimesInput, stabilise
 
 __all__ = ["ATTENTION_RULES", "AttentionRules", "layer_norm_rule", "softmax_rule", "matmul_rule", "epsilon_linear",
            "attention_forward", "sdpa_rule", "check_attention", "attach_attention", "transformer_functions"]
@@ -303,6 +303,7 @@ _DIVISIONS = (torch.div, torch.Tensor.div, torch.Tensor.__truediv__)
 _IN_PLACE = {torch.Tensor.add_: torch.add, torch.Tensor.__iadd__: torch.add, torch.Tensor.sub_: torch.sub,
              torch.Tensor.__isub__: torch.sub, torch.Tensor.mul_: torch.mul, torch.Tensor.__imul__: torch.mul,
              torch.Tensor.div_: torch.div, torch.Tensor.__itruediv__: torch.div}
+_LAYER_FUNCTIONS = (F.linear, F.conv1d, F.conv2d, F.conv3d)
 _REDUCTIONS = (torch.sum, torch.Tensor.sum, torch.mean, torch.Tensor.mean, torch.neg, torch.Tensor.__neg__)
 _NO_RULE = {torch.softmax: "softmax", torch.Tensor.softmax: "softmax", F.softmax: "softmax",
             torch.matmul: "matmul", torch.Tensor.__matmul__: "matmul", torch.bmm: "bmm", torch.einsum: "einsum"}
@@ -340,7 +341,7 @@ def _linear_in_one(func, args, kwargs) -> int | None:
 class _TransformerFunctions(TorchFunctionMode):
     def __init__(self, rules: AttentionRules):
         super().__init__()
-        self.rules, self.inside_attention = rules, 0
+        self.rules, self.inside_attention, self.inside_layer = rules, 0, 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -352,6 +353,11 @@ class _TransformerFunctions(TorchFunctionMode):
             bound = inspect.signature(F.layer_norm).bind(*args, **kwargs).arguments
             return _LayerNormRule.apply(bound["input"], tuple(bound["normalized_shape"]), bound.get("weight"),
                                         bound.get("bias"), bound.get("eps", 1e-5), self.rules.epsilon)
+        if func in _LAYER_FUNCTIONS and not self.inside_layer and args and _tracked(args[0]):
+            if any(map(_tracked, (*args[1:], *kwargs.values()))):
+                raise ValueError(f"lrp has no rule for {func.__name__} with a weight that depends on the input.")
+            z = func(_TimesInput.apply(args[0]), *args[1:], **kwargs)  # the epsilon rule of a Linear/Conv module
+            return _DivideByOutput.apply(z, z.detach(), self.rules.epsilon)
         if func in _IN_PLACE and len(args) == 2 and not kwargs and _tracked(args[0]) and _constant(args[1]):
             # x += c: the rule of x + c, written back into x (its old value is kept by the clone)
             return args[0].copy_(self.__torch_function__(_IN_PLACE[func], types, (args[0].clone(), args[1])))
@@ -389,9 +395,18 @@ def transformer_functions(model: nn.Module, rules: AttentionRules, hooks: HookLi
     def leave(module, args, output):
         mode.inside_attention -= 1
 
+    def enter_layer(module, args):
+        mode.inside_layer += 1
+
+    def leave_layer(module, args, output):
+        mode.inside_layer -= 1
+
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             hooks.append(module.register_forward_pre_hook(enter))
             hooks.append(module.register_forward_hook(leave, prepend=True))
+        elif isinstance(module, LAYERS):  # their own hooks carry the rule; F.linear called elsewhere gets it here
+            hooks.append(module.register_forward_pre_hook(enter_layer))
+            hooks.append(module.register_forward_hook(leave_layer, prepend=True))
     with mode:
         yield
