@@ -7,7 +7,9 @@ rollout (identity and uniform attention, one layer) and Chefer's rule on one blo
 """
 from __future__ import annotations
 
+import copy
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -196,15 +198,34 @@ def test_recording_leaves_the_output_and_its_input_gradient_as_they_are(kind):
     assert torch.backends.mha.get_fastpath_enabled()
 
 
-def test_the_fused_fast_path_is_switched_off_only_inside():
-    """Float32 text model in eval mode under no_grad: torch would run its fused encoder-layer kernel."""
+def test_the_fused_fast_path_is_skipped_inside_without_the_global_switch():
+    """Float32 text model in eval mode under no_grad: torch would run its fused encoder-layer kernel. Inside,
+    every attention module is called and the output is the unfused one to the last bit, while the process-wide
+    switch (torch.backends.mha) stays on, and another thread meanwhile still gets the fused kernel."""
     torch.manual_seed(0)
     model = TextClassifier(TextConfig(vocab_size=30, dim=16, heads=2, layers=2, hidden=32)).eval()
+    twin = copy.deepcopy(model)  # without the hooks, which would keep the fast path out too
     with torch.no_grad():
-        expected = model(IDS)
+        fused = model(IDS)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            unfused = model(IDS)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+        assert not torch.equal(fused, unfused)  # else this test could not tell the paths apart
         with explaining(model) as hooks, recording(model, hooks) as calls:
-            assert not torch.backends.mha.get_fastpath_enabled()
-            assert torch.allclose(model(IDS), expected, atol=1e-5) and len(calls) == 2
+            assert torch.backends.mha.get_fastpath_enabled()
+            assert torch.equal(model(IDS), unfused) and len(calls) == 2
+            other = []
+
+            def in_another_thread():
+                with torch.no_grad():  # grad mode is per thread too
+                    other.append(torch.equal(twin(IDS), fused))
+
+            thread = threading.Thread(target=in_another_thread)
+            thread.start()
+            thread.join()
+            assert other == [True] and len(calls) == 2
     assert torch.backends.mha.get_fastpath_enabled()
     raw = raw_attention(model, IDS)
     assert raw.shape == IDS.shape and torch.isfinite(raw).all()

@@ -6,8 +6,10 @@ that never calls its attention module at all; even with ``need_weights=True`` th
 returned are a copy that the output does not depend on, so no gradient reaches them.
 :func:`recording` therefore
 
-* switches PyTorch's fused fast path off for the duration (``torch.backends.mha``; restored
-  on exit, also on error), so that every attention module is called, and
+* keeps PyTorch's fused fast paths out for the duration, so that every attention module is called:
+  inside a (pass-through) ``TorchFunctionMode`` torch takes the unfused path, as it does with
+  ``torch.backends.mha.set_fastpath_enabled(False)``, but only in this thread and without touching
+  that global switch; and
 * hooks every ``nn.MultiheadAttention``: from the module's own input and projection weights it
   recomputes :math:`A = \\operatorname{softmax}(Q K^\\top / \\sqrt{d} + \\text{mask})` per head,
   checks that :math:`A V W_o + b_o` reproduces the module's output (to rounding), and returns
@@ -29,6 +31,7 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 _FORWARD = inspect.signature(nn.MultiheadAttention.forward)
 
@@ -65,12 +68,17 @@ def recording(model: nn.Module, hooks: list) -> Iterator[list[AttentionCall]]:
     for module in attention_modules(model):
         hooks.append(module.register_forward_hook(lambda m, args, kwargs, out: _recompute(m, args, kwargs, out, calls),
                                                   with_kwargs=True))
-    fast_path = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
+    with _Unfused():
         yield calls
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast_path)
+
+
+class _Unfused(TorchFunctionMode):
+    """Passes every call through; while it is active, ``nn.TransformerEncoderLayer`` and
+    ``nn.MultiheadAttention`` skip their fused kernels (they take those only when no argument has a
+    ``__torch_function__``, and an active mode counts as one)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
 
 
 def _recompute(module: nn.MultiheadAttention, args, kwargs, output, calls: list[AttentionCall]):
