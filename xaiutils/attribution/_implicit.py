@@ -39,8 +39,8 @@ from ..core.targets import Target, select
 from ._canonize import BATCHNORM
 from ._relevance import ACTIVATIONS, _embedding_leaf
 from .lrp_transformer import (_ADDITIONS, _DIVISIONS, _ELEMENTWISE, _NO_RULE, _PRODUCTS, NO_RULE_HINT,
-                              _ReplacedForward, _attention_replacement, _blocked, _linear_in_one, _projection_weights,
-                              _tracked, check_attention, sdpa_arguments)
+                              _ReplacedForward, _attention_replacement, _linear_in_one, _projection_weights, _tracked,
+                              check_attention, mha_blocked, sdpa_arguments)
 
 # the functions that get a rule or a check; every other call (F.linear, reshapes, ...) passes straight through
 _WATCHED = frozenset((*_ELEMENTWISE, F.layer_norm, *_ADDITIONS, *_PRODUCTS, *_DIVISIONS, *_NO_RULE,
@@ -167,13 +167,7 @@ def implicit_attention(module: nn.MultiheadAttention, query, key, value, key_pad
         q, k, v = (t.unflatten(-1, (heads, width)).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
     if constant:
         q, k = q.detach(), k.detach()
-    blocked = _blocked(attn_mask, "attn_mask")
-    if blocked is not None and blocked.dim() == 3:
-        blocked = blocked.reshape(-1, heads, *blocked.shape[-2:])
-    padding = _blocked(key_padding_mask, "key_padding_mask")
-    if padding is not None:
-        padding = padding[:, None, None, :]
-        blocked = padding if blocked is None else blocked | padding
+    blocked = mha_blocked(attn_mask, key_padding_mask, heads)
     scores = q @ k.transpose(-2, -1)
     if blocked is not None:
         scores = scores.masked_fill(blocked, float("-inf"))

@@ -147,6 +147,30 @@ def _blocked(mask: torch.Tensor | None, name: str) -> torch.Tensor | None:
     return mask == float("-inf")
 
 
+def mha_blocked(attn_mask, key_padding_mask, heads: int) -> torch.Tensor | None:
+    """True where ``nn.MultiheadAttention``'s two masks forbid a query to attend, as one mask broadcastable to
+    the scores ``(B, heads, L, S)``; None for no mask."""
+    blocked = _blocked(attn_mask, "attn_mask")
+    if blocked is not None and blocked.dim() == 3:
+        blocked = blocked.reshape(-1, heads, *blocked.shape[-2:])
+    padding = _blocked(key_padding_mask, "key_padding_mask")
+    if padding is not None:
+        padding = padding[:, None, None, :]
+        blocked = padding if blocked is None else blocked | padding
+    return blocked
+
+
+def _attend(q, k, v, blocked, rules: AttentionRules) -> torch.Tensor:
+    """``softmax(q k^T + mask) v`` with the rules: the matmul rule on both products and the softmax rule
+    (AttnLRP), or the weights held constant (CP-LRP). ``q`` comes scaled."""
+    constant = rules.kind == "cp_lrp"
+    scores = matmul_rule(q, k.transpose(-2, -1), 0.5, rules.epsilon)
+    if blocked is not None:
+        scores = scores.masked_fill(blocked, float("-inf"))
+    weights = torch.softmax(scores, -1).detach() if constant else _SoftmaxRule.apply(scores, -1, blocked is not None)
+    return matmul_rule(weights, v, 0.0 if constant else 0.5, rules.epsilon)
+
+
 def _projection_weights(module: nn.MultiheadAttention):
     if module._qkv_same_embed_dim:
         weights = module.in_proj_weight.chunk(3)
@@ -174,17 +198,7 @@ def attention_forward(module: nn.MultiheadAttention, query: torch.Tensor, key: t
     k = epsilon_linear(key, w_k, b_k, rules.epsilon)
     v = epsilon_linear(value, w_v, b_v, rules.epsilon)
     q, k, v = (t.reshape(batch, t.shape[1], heads, width).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
-    scores = matmul_rule(q, k.transpose(-2, -1), 0.5, rules.epsilon)  # (B, H, L, S)
-    blocked = _blocked(attn_mask, "attn_mask")
-    if blocked is not None:
-        scores = scores.masked_fill(blocked.reshape(-1, heads, *blocked.shape[-2:]) if blocked.dim() == 3 else
-                                    blocked, float("-inf"))
-    padding = _blocked(key_padding_mask, "key_padding_mask")
-    if padding is not None:
-        scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
-    masked = blocked is not None or padding is not None
-    weights = torch.softmax(scores, -1).detach() if constant else _SoftmaxRule.apply(scores, -1, masked)
-    context = matmul_rule(weights, v, 0.0 if constant else 0.5, rules.epsilon)  # (B, H, L, d)
+    context = _attend(q, k, v, mha_blocked(attn_mask, key_padding_mask, heads), rules)  # (B, H, L, d)
     context = context.transpose(1, 2).reshape(batch, length, heads * width)
     out = epsilon_linear(context, module.out_proj.weight, module.out_proj.bias, rules.epsilon)
     return out if module.batch_first else out.transpose(0, 1)
@@ -264,17 +278,12 @@ def sdpa_rule(args, kwargs, rules: AttentionRules) -> torch.Tensor:
     :func:`attention_forward`, for attention written with torch's fused function (timm-style blocks).
     The scaling of the query by ``scale`` passes relevance on unchanged."""
     a = sdpa_arguments(args, kwargs)
-    query, key, value = a["query"], a["key"], a["value"]
-    constant = rules.kind == "cp_lrp"
-    if constant:
+    query, key = a["query"], a["key"]
+    if rules.kind == "cp_lrp":
         q, key = query.detach() * a["scale"], key.detach()
     else:  # a scaling passes each entry's relevance on unchanged (the epsilon rule without a stabiliser)
         q = _Pass.apply(query, (query * a["scale"]).detach())
-    scores = matmul_rule(q, key.transpose(-2, -1), 0.5, rules.epsilon)
-    if a["blocked"] is not None:
-        scores = scores.masked_fill(a["blocked"], float("-inf"))
-    weights = torch.softmax(scores, -1).detach() if constant else _SoftmaxRule.apply(scores, -1, a["blocked"] is not None)
-    return matmul_rule(weights, value, 0.0 if constant else 0.5, rules.epsilon)
+    return _attend(q, key, a["value"], a["blocked"], rules)
 
 
 def _layer_norm_hook(rules: AttentionRules, module, args, output):
