@@ -169,6 +169,15 @@ def test_recorded_probabilities_of_unbatched_cross_attention_with_other_key_widt
     assert calls[0].padding.tolist() == [padding.tolist()]
 
 
+def unfused_output(model, x):
+    """The model's output with torch's fused attention kernels switched off (and on again after)."""
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
 @pytest.mark.parametrize("kind", ["vit", "text"])
 def test_recording_leaves_the_output_and_its_input_gradient_as_they_are(kind):
     """The module's output value is passed on bit for bit (that of the unfused kernels, which
@@ -176,12 +185,7 @@ def test_recording_leaves_the_output_and_its_input_gradient_as_they_are(kind):
     model = tiny_vit() if kind == "vit" else text_model()
     x = images() if kind == "vit" else IDS
     with explaining(model):
-        fused = model(x)
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            plain = model(x)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(True)
+        fused, plain = model(x), unfused_output(model, x)
         with explaining(model) as hooks, recording(model, hooks) as calls:
             recorded = model(x)
         assert torch.equal(plain, recorded) and len(calls) == 2
@@ -206,12 +210,7 @@ def test_the_fused_fast_path_is_skipped_inside_without_the_global_switch():
     model = TextClassifier(TextConfig(vocab_size=30, dim=16, heads=2, layers=2, hidden=32)).eval()
     twin = copy.deepcopy(model)  # without the hooks, which would keep the fast path out too
     with torch.no_grad():
-        fused = model(IDS)
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
-            unfused = model(IDS)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(True)
+        fused, unfused = model(IDS), unfused_output(model, IDS)
         assert not torch.equal(fused, unfused)  # else this test could not tell the paths apart
         with explaining(model) as hooks, recording(model, hooks) as calls:
             assert torch.backends.mha.get_fastpath_enabled()
